@@ -1,0 +1,1 @@
+"""nanodllm: a small, readable masked-diffusion language model codebase."""

@@ -1,0 +1,308 @@
+"""The model: a LLaDA-style transformer, bidirectional by default.
+
+A masked-diffusion LM is an ordinary transformer with two changes: attention is not causal (every position sees
+the whole sequence, since the tokens to predict are scattered anywhere), and the targets are the input tokens
+themselves at the masked positions (no shift by one). Everything else is LLaMA's recipe as LLaDA uses it:
+RMSNorm before each sub-layer, rotary position embeddings (RoPE), a SwiGLU MLP, no biases, an output head that
+is not tied to the input embedding. Parameter names follow LLaDA's checkpoints (`transformer.blocks.3.q_proj`,
+`ff_out`, ...) so its published weights load with a plain rename (see nanodllm/llada.py).
+
+Read it top to bottom: config, then the pieces bottom-up (norm, rotary, attention, MLP, block), then the model.
+Shape letters: B batch, T new tokens, L cached tokens, H heads, K key/value heads, D head dim, C model width.
+
+The `attention` option picks the mask:
+  bidirectional  every token sees every token (LLaDA, dLLM-Var).
+  causal         an ordinary GPT, our autoregressive baseline, trained and sampled with the same code.
+  block_causal   tokens see their own block and all earlier blocks (BD3-LM). With it the block sampler's
+                 KV cache is exact, which is how the tests check the cache.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanodllm import tokenizer
+
+ATTENTION_KINDS = ("bidirectional", "causal", "block_causal")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = tokenizer.VOCAB_SIZE
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int = 12  # fewer than n_head = grouped-query attention
+    d_model: int = 768
+    mlp_hidden: int = 2048  # SwiGLU hidden width (about 8/3 d_model keeps the MLP at GPT-2's cost)
+    max_seq_len: int = 1024  # longest sequence RoPE tables are built for
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
+    attention: str = "bidirectional"
+    attn_block_size: int = 32  # block length of block_causal attention in training
+    mask_id: int = tokenizer.MASK_ID
+    eos_id: int = tokenizer.EOS_ID
+    pad_id: int = tokenizer.PAD_ID
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.d_model % self.n_head or self.n_head % self.n_kv_head:
+            raise ValueError(f"d_model ({self.d_model}) must divide by n_head ({self.n_head}) and n_head by "
+                             f"n_kv_head ({self.n_kv_head})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+
+# Sizes, smallest first. Each one trains with the same code; only the numbers change.
+PRESETS = {
+    "tiny": dict(n_layer=6, n_head=6, n_kv_head=6, d_model=384, mlp_hidden=1024, max_seq_len=512),
+    "small": dict(n_layer=8, n_head=8, n_kv_head=8, d_model=512, mlp_hidden=1408, max_seq_len=1024),
+    "gpt2": dict(n_layer=12, n_head=12, n_kv_head=12, d_model=768, mlp_hidden=2048, max_seq_len=1024),
+    "1b": dict(n_layer=16, n_head=16, n_kv_head=16, d_model=2048, mlp_hidden=5632, max_seq_len=2048),
+    # LLaDA-8B's own shape and token ids (its tokenizer, not GPT-2's), for loading its weights.
+    "llada-8b": dict(n_layer=32, n_head=32, n_kv_head=32, d_model=4096, mlp_hidden=12288, max_seq_len=4096,
+                     vocab_size=126464, mask_id=126336, eos_id=126081, pad_id=126081),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in float32 whatever the input dtype (as LLaDA does)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight.float()).to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings: each pair of channels is rotated by an angle proportional to the position,
+    so the dot product of a query and a key depends only on how far apart they are."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (max_seq_len, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (max_seq_len, D): "rotate half" pairs i with i + D/2
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, positions):
+        """positions (T,) or (B, T) -> cos, sin shaped to broadcast over (B, H, T, D)."""
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, D) or (B, T, D)
+        if positions.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
+        return cos, sin
+
+
+def apply_rotary(x, cos, sin):
+    """x (B, H, T, D) rotated in float32 (as LLaDA does), returned in x's dtype."""
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache(nn.Module):
+    """Keys and values of a committed prefix (the prompt and finished blocks), preallocated.
+
+    A forward pass writes its new keys/values right after the committed `length` and attends over
+    [0, length + T). Only `commit(n)` makes the first n of them permanent; uncommitted ones are scratch that the
+    next pass overwrites. That is all dLLM-Var's cache needs: steps inside a block commit nothing, and the pass
+    that holds [finished block, next all-mask block] commits the finished block.
+    """
+
+    def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, dtype, device):
+        super().__init__()
+        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.length = 0  # committed positions (a Python int: slicing by it needs no GPU sync)
+
+    @classmethod
+    def for_model(cls, model, batch_size, max_len):
+        c = model.config
+        p = model.transformer.wte.weight
+        dtype = torch.get_autocast_dtype("cuda") if p.is_cuda and torch.is_autocast_enabled("cuda") else p.dtype
+        return cls(c.n_layer, batch_size, c.n_kv_head, max_len, c.head_dim, dtype, p.device)
+
+    def update(self, layer: int, k, v):
+        """Writes k, v (B, K, T, D) after the committed prefix; returns all keys/values to attend over."""
+        end = self.length + k.shape[2]
+        if end > self.k.shape[3]:
+            raise RuntimeError(f"KV cache overflow: {end} positions > max_len {self.k.shape[3]}")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, K, L+T, D)
+
+    def commit(self, n: int):
+        self.length += n
+
+    def keep_rows(self, rows):
+        """Drops finished rows of the batch (rows: a LongTensor of the rows to keep)."""
+        self.k = self.k.index_select(1, rows)
+        self.v = self.v.index_select(1, rows)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = c.n_head, c.n_kv_head, c.head_dim
+        self.q_proj = nn.Linear(c.d_model, c.n_head * c.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=False)
+        self.attn_out = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=False)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache, layer):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, K, L+T, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
+        return self.attn_out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """SwiGLU: a gate (ff_proj) through SiLU times a linear branch (up_proj), projected back (ff_out)."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.ff_proj = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(c.d_model, c.mlp_hidden, bias=False)
+        self.ff_out = nn.Linear(c.mlp_hidden, c.d_model, bias=False)
+
+    def forward(self, x):
+        return self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.attn = Attention(c)
+        self.ff_norm = RMSNorm(c.d_model, c.norm_eps)
+        self.mlp = MLP(c)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache, layer):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, layer)
+        return x + self.mlp(self.ff_norm(x))
+
+
+def block_causal_mask(segments_q, segments_k):
+    """Boolean mask (True = may attend): a query sees keys of its own segment and of earlier ones.
+    segments_q (T,) or (B, T), segments_k (S,) or (B, S) -> (T, S) or (B, 1, T, S)."""
+    m = segments_k.unsqueeze(-2) <= segments_q.unsqueeze(-1)
+    return m if m.dim() == 2 else m.unsqueeze(1)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),
+            blocks=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=RMSNorm(config.d_model, config.norm_eps),
+            ff_out=nn.Linear(config.d_model, config.vocab_size, bias=False),  # the output head (LLaDA's name)
+        ))
+        self.rotary = Rotary(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.apply(self._init_weights)
+        # Scale the projections that write into the residual stream, so its variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("attn_out.weight") or name.endswith("mlp.ff_out.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _mask(self, T, offset, attn_mask, device):
+        """The attention mask for T new tokens after `offset` cached ones -> (mask or None, is_causal)."""
+        kind = self.config.attention
+        if attn_mask is None and kind == "bidirectional":
+            return None, False
+        if attn_mask is None and kind == "causal" and offset == 0:
+            return None, True  # the fast path: SDPA's own causal kernel
+        q_pos = torch.arange(offset, offset + T, device=device)
+        k_pos = torch.arange(offset + T, device=device)
+        if kind == "causal":
+            structural = k_pos[None, :] <= q_pos[:, None]  # (T, L+T)
+        elif kind == "block_causal":
+            bs = self.config.attn_block_size
+            structural = block_causal_mask(q_pos // bs, k_pos // bs)  # (T, L+T)
+        else:
+            structural = None
+        if attn_mask is None:
+            return structural, False
+        mask = attn_mask[:, None, None, :]  # (B, 1, 1, L+T): which keys are real tokens
+        if structural is not None:
+            mask = mask & structural  # (B, 1, T, L+T)
+        # A padding query may have no real key to look at, and an all-False row makes softmax NaN (which then
+        # leaks through 0 * NaN in the value product). Letting every token see itself keeps it finite.
+        return mask | (k_pos[None, :] == q_pos[:, None]), False
+
+    def forward(self, idx, *, positions=None, attn_mask=None, kv_cache=None, logits_at=None):
+        """idx (B, T) token ids -> logits (B, T, V), or (N, V) at the N True positions of `logits_at` (B, T).
+
+        positions:  (T,) or (B, T) RoPE positions; default offset + arange(T), offset = cached length.
+        attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask,
+                    which replaces the structural mask (the samplers build block-causal masks this way).
+        kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
+        logits_at:  compute the output head only where a loss is needed: on masked positions only, this
+                    skips most of the head's FLOPs, the largest single matmul of a small model.
+        """
+        B, T = idx.shape
+        offset = kv_cache.length if kv_cache is not None else 0
+        if offset + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {offset + T} tokens exceeds max_seq_len {self.config.max_seq_len}")
+        if positions is None:
+            positions = torch.arange(offset, offset + T, device=idx.device)
+        cos, sin = self.rotary(positions)
+        if attn_mask is not None and attn_mask.dim() == 4:
+            mask, is_causal = attn_mask, False
+        else:
+            mask, is_causal = self._mask(T, offset, attn_mask, idx.device)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        for i, block in enumerate(self.transformer.blocks):
+            x = block(x, cos, sin, mask, is_causal, kv_cache, i)
+        x = self.transformer.ln_f(x)
+        if logits_at is not None:
+            x = x[logits_at]  # (N, C)
+        return self.transformer.ff_out(x)  # (B, T, V) or (N, V)
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the input embedding (a lookup, not a matmul)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wte.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), PaLM's estimate as in nanoGPT: 6 per weight of every
+        matmul plus attention's 12 * layers * width * seq_len. It counts the output head at every position,
+        as an autoregressive model pays it, so MFU is comparable with nanoGPT's; with `logits_at` we pay less."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.d_model * seq_len
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

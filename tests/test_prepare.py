@@ -1,0 +1,160 @@
+import gzip
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nanodllm.prepare import ensure_prepared, is_prepared, load_split, prepare, read_documents
+from nanodllm.tokenizer import get_tokenizer
+
+SEP = "\n<|endoftext|>\n"
+LONG = " ".join(["word"] * 80) + ". Then it stopped."  # first sentence of 80 tokens > prompt_max_tokens
+# (document, its expected prompt text or None)
+DOCS = [
+    ("Lily saw a cat. The cat ran away.\nShe laughed.", "Lily saw a cat."),
+    ('Mom said, "Go home." Tom went home!', 'Mom said, "Go home."'),
+    ("a list of things with no sentence end", None),
+    ("Pi is 3.14 and e is 2.71! Nice (really.) ok", "Pi is 3.14 and e is 2.71!"),
+    ("Just one sentence.\n", "Just one sentence."),  # empty response
+    (LONG, None),
+    ("\nWhy? Because.", "\nWhy?"),
+]
+
+
+def write_docs(path: Path, docs, gz=False) -> Path:
+    data = "".join(doc + SEP for doc in docs).encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def read_dir(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != "meta.json"}
+
+
+def test_tokens_offsets_prompts_and_counts(tmp_path):
+    tok = get_tokenizer()
+    src = write_docs(tmp_path / "docs.txt", [DOCS[0][0], "  \n ", *[d for d, _ in DOCS[1:]]])  # blank doc skipped
+    meta = prepare("tinystories", tmp_path / "out", source=src, val_docs=2)
+    expected = []
+    for doc, prompt in DOCS:
+        if prompt is None:
+            expected.append((tok.encode(doc) + [tok.eos_id], 0))
+        else:
+            p = tok.encode(prompt)
+            expected.append((p + tok.encode(doc[len(prompt):]) + [tok.eos_id], len(p)))
+    train, val = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "val")
+    assert (train.n_docs, val.n_docs) == (5, 2)
+    got = [(s.doc(i).tolist(), int(s.prompt_lens[i])) for s in (train, val) for i in range(s.n_docs)]
+    assert got == expected
+    assert train.tokens.dtype == np.uint16 and train.offsets[0] == 0 and train.offsets[-1] == len(train.tokens)
+    assert np.array_equal(np.fromfile(tmp_path / "out" / "train.bin", dtype=np.uint16),
+                          np.concatenate([ids for ids, _ in expected[:5]]))  # nanoGPT layout: docs + EOS
+    assert meta == json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["train"] == {"n_docs": 5, "n_tokens": len(train.tokens), "n_no_prompt": 1, "n_empty_response": 1}
+    assert meta["val"] == {"n_docs": 2, "n_tokens": len(val.tokens), "n_no_prompt": 1, "n_empty_response": 0}
+    assert (meta["eos_id"], meta["mask_id"], meta["pad_id"], meta["vocab_size"]) == (50256, 50257, 50258, 50304)
+
+
+def test_gzip_and_plain_give_identical_output(tmp_path):
+    docs = [d for d, _ in DOCS]
+    prepare("fineweb", tmp_path / "a", source=write_docs(tmp_path / "d.txt", docs), val_docs=3)
+    prepare("fineweb", tmp_path / "b", source=write_docs(tmp_path / "d.txt.gz", docs, gz=True), val_docs=3)
+    prepare("fineweb", tmp_path / "c", source=write_docs(tmp_path / "no_suffix", docs, gz=True), val_docs=3)
+    assert read_dir(tmp_path / "a") == read_dir(tmp_path / "b") == read_dir(tmp_path / "c")
+
+
+def test_split_directory_is_used(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_docs(src / "train.txt.gz", [f"Train story {i}. It ends." for i in range(5)], gz=True)
+    write_docs(src / "valid.txt", ["Val story. It ends.", "Another one. Yes."])
+    write_docs(src / "other.txt", ["Not read."])
+    meta = prepare("tinystories", tmp_path / "out", source=src, val_docs=1)  # val_docs unused here
+    assert (meta["train"]["n_docs"], meta["val"]["n_docs"]) == (5, 2)
+    tok = get_tokenizer()
+    assert tok.decode(load_split(tmp_path / "out", "val").doc(1)) == "Another one. Yes.<|endoftext|>"
+    assert prepare("tinystories", tmp_path / "capped", source=src, max_docs=3)["train"]["n_docs"] == 3
+
+
+def test_holdout_from_one_file_and_from_a_directory_of_files(tmp_path):
+    docs = [f"Story number {i}. The end." for i in range(45)]
+    tok = get_tokenizer()
+    meta = prepare("fineweb", tmp_path / "out", source=write_docs(tmp_path / "d.txt", docs))
+    assert (meta["train"]["n_docs"], meta["val"]["n_docs"]) == (43, 2)  # default: 5%, the last documents
+    assert tok.decode(load_split(tmp_path / "out", "val").doc(1)[:-1]) == docs[-1]
+    meta = prepare("fineweb", tmp_path / "out", source=tmp_path / "d.txt", val_docs=10, max_docs=30)
+    assert (meta["train"]["n_docs"], meta["val"]["n_docs"]) == (20, 10)
+    src = tmp_path / "many"
+    src.mkdir()
+    write_docs(src / "b.txt", docs[20:])
+    write_docs(src / "a.txt.gz", docs[:20], gz=True)  # sorted by name: a before b
+    prepare("fineweb", tmp_path / "many_out", source=src)
+    val = load_split(tmp_path / "many_out", "val")
+    assert [tok.decode(val.doc(i)[:-1]) for i in range(val.n_docs)] == docs[-2:]
+    with pytest.raises(ValueError, match="hold out"):
+        prepare("fineweb", tmp_path / "x", source=write_docs(tmp_path / "one.txt", docs[:1]))
+
+
+@pytest.mark.parametrize("content, error, message", [
+    (None, FileNotFoundError, "no such file"),
+    (b"", ValueError, "empty"),
+    (SEP.encode() * 3, ValueError, "no documents"),
+    (b"<|endoftext|>\n<|endoftext|>\n  \n<|endoftext|>", ValueError, "no documents"),
+    (b"Hello\xff world." + SEP.encode(), ValueError, "offset 5"),
+])
+def test_read_errors_name_the_file(tmp_path, content, error, message):
+    path = tmp_path / "bad.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
+        read_documents(path)
+    if content is not None:  # the same through gzip
+        path.write_bytes(gzip.compress(content))
+        with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
+            read_documents(path)
+
+
+def test_load_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train\.bin is missing: prepare the data"):
+        load_split(tmp_path / "nothing", "train")
+    prepare("tinystories", tmp_path / "out", source=write_docs(tmp_path / "d.txt", [d for d, _ in DOCS]))
+    bin_path = tmp_path / "out" / "train.bin"
+    bin_path.write_bytes(bin_path.read_bytes()[:-2])  # a truncated token file
+    with pytest.raises(ValueError, match="does not match"):
+        load_split(tmp_path / "out", "train")
+
+
+def test_ensure_prepared(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare("tinystories", out, source=write_docs(tmp_path / "d.txt", [d for d, _ in DOCS]))
+    before = read_dir(out)
+    assert ensure_prepared("tinystories", out, source=tmp_path / "gone.txt") == out  # no-op: source is not read
+    assert read_dir(out) == before
+    with pytest.raises(ValueError, match="fineweb"):
+        ensure_prepared("fineweb", out, source=tmp_path / "d.txt")
+    (out / "meta.json").unlink()  # a half-written directory is not prepared
+    assert not is_prepared(out)
+    assert ensure_prepared("tinystories", out, source=tmp_path / "d.txt") == out and is_prepared(out)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("hub unreachable")  # never touch the network in tests
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(RuntimeError, match=r"ConnectionError: hub unreachable.*--data_source=/path/to/tinystories"):
+        ensure_prepared("tinystories", tmp_path / "fresh")
+
+
+def test_real_tinystories_sample(tmp_path):
+    path = Path("/work/shared/data/tinystories/sample.txt")
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    meta = prepare("tinystories", tmp_path / "out", source=path, max_docs=50)
+    assert meta["train"]["n_docs"] + meta["val"]["n_docs"] == 50
+    first_story = path.read_text().split(SEP)[0]
+    train = load_split(tmp_path / "out", "train")
+    assert get_tokenizer().decode(train.doc(0)[:-1]) == first_story
+    assert get_tokenizer().decode(train.doc(0)[:train.prompt_lens[0]]) == first_story[:first_story.index(".") + 1]
