@@ -195,33 +195,47 @@ def tokenize(docs: list[str], prompt_max_tokens: int = 64, desc: str = "tokenizi
 # -----------------------------------------------------------------------------
 # Writing and reading a prepared directory
 
+def begin_writing(out_dir, dataset: str, source: str) -> tuple[Path, dict]:
+    """Creates out_dir and marks it unprepared until `finish_writing`; returns it and meta.json's common part."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the directory counts as unprepared
+    tokenizer = get_tokenizer()
+    return out_dir, {"dataset": dataset, "source": source, "tokenizer": "gpt2", "eos_id": tokenizer.eos_id,
+                     "mask_id": tokenizer.mask_id, "pad_id": tokenizer.pad_id, "vocab_size": tokenizer.vocab_size}
+
+
+def write_split(out_dir: Path, split: str, tokens, offsets, prompt_lens, n_empty_response: int) -> dict:
+    """Writes one split's three files; returns its counts for meta.json."""
+    files = _files(split, out_dir)
+    tokens.tofile(files["tokens"])
+    np.save(files["offsets"], offsets)
+    np.save(files["prompt_lens"], prompt_lens)
+    return {"n_docs": len(prompt_lens), "n_tokens": len(tokens), "n_no_prompt": int((prompt_lens == 0).sum()),
+            "n_empty_response": int(n_empty_response)}
+
+
+def finish_writing(out_dir: Path, meta: dict) -> dict:
+    tmp = out_dir / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "meta.json")  # atomic: meta.json is either absent or complete
+    return meta
+
+
 def prepare(dataset: str, out_dir, source=None, val_docs=None, prompt_max_tokens=64, max_docs=None) -> dict:
     """Read `dataset` (from the hub if source is None, else from a local path), tokenize it and write it to
     out_dir in the format above. Returns the contents of meta.json."""
     if dataset not in HUB:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(HUB)}")
     splits = read_hub(dataset, val_docs, max_docs) if source is None else read_local(source, val_docs, max_docs)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the directory counts as unprepared
-    tokenizer = get_tokenizer()
-    meta = {"dataset": dataset, "source": HUB[dataset] if source is None else str(Path(source).resolve()),
-            "tokenizer": "gpt2", "eos_id": tokenizer.eos_id, "mask_id": tokenizer.mask_id,
-            "pad_id": tokenizer.pad_id, "vocab_size": tokenizer.vocab_size, "prompt_max_tokens": prompt_max_tokens}
+    out_dir, meta = begin_writing(out_dir, dataset, HUB[dataset] if source is None else str(Path(source).resolve()))
+    meta["prompt_max_tokens"] = prompt_max_tokens
     for split in SPLITS:
         tokens, offsets, prompt_lens = tokenize(splits[split], prompt_max_tokens, desc=f"{dataset} {split}")
-        files = _files(split, out_dir)
-        tokens.tofile(files["tokens"])
-        np.save(files["offsets"], offsets)
-        np.save(files["prompt_lens"], prompt_lens)
         empty_response = sum(n > 0 and not split_first_sentence(doc)[1].strip()
                              for doc, n in zip(splits[split], prompt_lens))
-        meta[split] = {"n_docs": len(prompt_lens), "n_tokens": len(tokens),
-                       "n_no_prompt": int((prompt_lens == 0).sum()), "n_empty_response": int(empty_response)}
-    tmp = out_dir / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out_dir / "meta.json")  # atomic: meta.json is either absent or complete
-    return meta
+        meta[split] = write_split(out_dir, split, tokens, offsets, prompt_lens, empty_response)
+    return finish_writing(out_dir, meta)
 
 
 def is_prepared(data_dir) -> bool:
