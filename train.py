@@ -103,11 +103,11 @@ def main(argv):
             log_file.flush()
 
     def save():
-        loaders = [loader.state_dict()]
+        loaders = [pending_cursor]
         rngs = [generator.get_state()]
         if d.enabled:  # every rank's cursor and RNG go into the one checkpoint
             loaders, rngs = [None] * d.world_size, [None] * d.world_size
-            dist.all_gather_object(loaders, loader.state_dict())
+            dist.all_gather_object(loaders, pending_cursor)
             dist.all_gather_object(rngs, generator.get_state().cpu())
         if master:
             state = dict(optimizer=optimizer.state_dict(), step=step, best_val=best_val, loaders=loaders, rng=rngs)
@@ -117,6 +117,8 @@ def main(argv):
 
     # ---- the loop ----
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log and save time: no sync per step
+    # The loader runs one batch ahead; a checkpoint stores its cursor from before the batch not yet trained on.
+    pending_cursor = loader.state_dict()
     batch = loader.next_batch().to(device)
     t0, tokens_since = time.time(), 0
     while True:
@@ -145,6 +147,7 @@ def main(argv):
             example = recipes.make_example(cfg, batch, step, generator)
             with sync, autocast_ctx:
                 loss = recipes.compute_loss(model, example) / cfg.gradient_accumulation_steps
+            pending_cursor = loader.state_dict()
             batch = loader.next_batch().to(device, non_blocking=True)  # fetch the next while the GPU works
             with sync:
                 loss.backward()

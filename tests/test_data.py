@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from nanodllm.data import PackedLoader
+from nanodllm.prepare import load_split
+from nanodllm.tokenizer import EOS_ID, PAD_ID
+
+
+def stream_of(loader, n_batches):
+    rows = [loader.next_batch() for _ in range(n_batches)]
+    return torch.cat([b.tokens.flatten() for b in rows]).numpy(), rows
+
+
+def test_pack_rows_are_the_document_stream_in_epoch_order(tiny_data):
+    split = load_split(tiny_data, "train")
+    loader = PackedLoader(split, batch_size=3, seq_len=64, seed=7)
+    n_tokens = len(split.tokens)
+    stream, rows = stream_of(loader, n_tokens // (3 * 64) + 2)
+    assert all(b.tokens.shape == (3, 64) and not b.is_pad.any() for b in rows)
+    order = np.random.default_rng([7, 0]).permutation(split.n_docs)
+    epoch0 = np.concatenate([split.doc(i) for i in order])
+    assert np.array_equal(stream[:n_tokens], epoch0)  # every token once, documents whole and in order
+    order1 = np.random.default_rng([7, 1]).permutation(split.n_docs)
+    epoch1 = np.concatenate([split.doc(i) for i in order1])
+    assert np.array_equal(stream[n_tokens:], epoch1[:len(stream) - n_tokens])  # the next epoch carries on
+    assert (stream[:n_tokens] == EOS_ID).sum() == split.n_docs
+
+
+def test_prompt_mask_marks_each_documents_first_sentence(tiny_data):
+    split = load_split(tiny_data, "train")
+    loader = PackedLoader(split, batch_size=2, seq_len=50, use_prompts=True, shuffle=False, wrap=False)
+    prompts = np.concatenate([b.is_prompt.flatten().numpy() for b in loader])
+    expected = np.concatenate([np.arange(len(split.doc(i))) < split.prompt_lens[i] for i in range(split.n_docs)])
+    assert np.array_equal(prompts[:len(expected)], expected)
+    assert loader.counts["samples"] == split.n_docs
+
+
+def test_eval_pass_ends_and_pads_the_last_window(tiny_data):
+    split = load_split(tiny_data, "val")
+    loader = PackedLoader(split, batch_size=4, seq_len=100, shuffle=False, wrap=False)
+    batches = list(loader)
+    tokens = torch.cat([b.tokens.flatten() for b in batches])
+    pad = torch.cat([b.is_pad.flatten() for b in batches])
+    assert torch.equal(tokens[~pad], torch.from_numpy(split.tokens.astype(np.int64)))
+    assert pad.sum() == len(tokens) - len(split.tokens) and pad[-1] and (tokens[pad] == PAD_ID).all()
+
+
+def test_pad_layout_one_document_per_row_and_overlong_counted(tiny_data):
+    split = load_split(tiny_data, "train")
+    lengths = np.diff(split.offsets)
+    seq_len = int(np.median(lengths))
+    for overlong, kept in (("drop", (lengths <= seq_len).sum()), ("truncate", split.n_docs)):
+        loader = PackedLoader(split, batch_size=5, seq_len=seq_len, layout="pad", use_prompts=True,
+                              fill_id=EOS_ID, overlong=overlong, shuffle=False, wrap=False)
+        batches = list(loader)
+        assert sum(len(b.tokens) for b in batches) == kept
+        assert loader.counts["dropped" if overlong == "drop" else "truncated"] == (lengths > seq_len).sum()
+        b = batches[0]
+        first = split.doc(0)
+        if len(first) <= seq_len and overlong == "drop":
+            assert torch.equal(b.tokens[0, :len(first)], torch.from_numpy(first.astype(np.int64)))
+            assert (b.tokens[0, len(first):] == EOS_ID).all() and b.is_pad[0, len(first):].all()
+            assert not b.is_pad[0, :len(first)].any()
+            assert b.is_prompt[0].sum() == split.prompt_lens[0]
+
+
+def test_resume_from_state_dict_gives_the_same_batches(tiny_data):
+    split = load_split(tiny_data, "train")
+    a = PackedLoader(split, batch_size=2, seq_len=96, seed=3, use_prompts=True)
+    for _ in range(len(split.tokens) // (2 * 96) + 3):  # crosses an epoch boundary
+        a.next_batch()
+    state = a.state_dict()
+    b = PackedLoader(split, batch_size=2, seq_len=96, seed=3, use_prompts=True)
+    b.load_state_dict(state)
+    for _ in range(5):
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x.tokens, y.tokens) and torch.equal(x.is_prompt, y.is_prompt)
+    assert a.epoch >= 1
+
+
+def test_ranks_read_disjoint_shares(tiny_data):
+    split = load_split(tiny_data, "train")
+    shares = [PackedLoader(split, 1, 8, seed=1, rank=r, world_size=2)._order for r in range(2)]
+    assert not set(shares[0]) & set(shares[1]) and len(shares[0]) + len(shares[1]) == split.n_docs
+
+
+def test_bad_arguments(tiny_data):
+    split = load_split(tiny_data, "val")
+    with pytest.raises(ValueError, match="layout"):
+        PackedLoader(split, 1, 8, layout="zigzag")
+    with pytest.raises(ValueError, match="cannot be shared"):
+        PackedLoader(split, 1, 8, world_size=split.n_docs + 1)
