@@ -54,7 +54,7 @@ def main(argv):
 
     # ---- model and optimizer: from scratch, fine-tuned from a checkpoint, or resumed ----
     model = build_model(cfg)
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir or f"out/{cfg.dataset}-{cfg.recipe}")
     generator = torch.Generator(device).manual_seed(cfg.seed + d.rank)  # draws t and the masks
     step, best_val = 0, math.inf
     if cfg.resume:

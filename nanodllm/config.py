@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # where things go
-    out_dir: str = "out"
+    out_dir: str = ""  # "" = out/<dataset>-<recipe>
     init_from: str = "scratch"  # "scratch", or a checkpoint directory to fine-tune from (weights only)
     resume: bool = False  # continue the run in out_dir exactly where its last checkpoint left it
     eval_interval: int = 200

@@ -1,0 +1,13 @@
+# The recipe study on TinyStories: prompt = a story's first sentence, response = the rest + EOS.
+# Stack a recipe on top:  python train.py config/tinystories_sft.py config/recipes/dllm_var.py
+# Every recipe sees the same rows x length x steps (16,384 token positions per step), from the same seed.
+dataset = "tinystories"
+model = "tiny"
+block_size = 512  # 95% of stories fit in one row, which the eos_pad recipe needs
+batch_size = 32
+max_iters = 1500
+eval_interval = 500
+eval_iters = 20
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 100
