@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanodllm import checkpoint, recipes, system
+from nanodllm import checkpoint, parallel, recipes, system
 from nanodllm.config import ConfigError, config_to_dict, load_config
 from nanodllm.training import (build_model, configure_optimizer, evaluate, learning_rate, load_splits,
                                make_loader)
@@ -33,6 +33,9 @@ class NonFiniteLoss(RuntimeError):
 
 def main(argv):
     cfg = load_config(argv)
+    if cfg.parallel not in parallel.PARALLEL_KINDS or cfg.fp8 not in parallel.FP8_RECIPES:
+        raise ConfigError(f"parallel must be one of {parallel.PARALLEL_KINDS} (got {cfg.parallel!r}) and fp8 one "
+                          f"of {parallel.FP8_RECIPES} (got {cfg.fp8!r})")
     d = system.init_distributed()
     device = system.pick_device(cfg.device, d)
     master = d.is_master
@@ -64,22 +67,33 @@ def main(argv):
         checkpoint.load_weights(model, cfg.init_from)
         log(f"fine-tuning from {checkpoint.resolve(cfg.init_from)}")
     model.to(device)
+    # How the model is laid out on the GPUs (nanodllm/parallel.py): fp8 matmuls, recomputed activations, and
+    # FSDP2 sharding; each must happen before the optimizer sees the parameters.
+    if cfg.fp8:
+        parallel.apply_fp8(model, cfg.fp8)
+    if cfg.activation_checkpointing:
+        parallel.apply_activation_checkpointing(model)
+    fsdp = d.enabled and cfg.parallel == "fsdp"
+    if fsdp:
+        parallel.apply_fsdp(model, device, getattr(torch, cfg.dtype))
     optimizer = configure_optimizer(model, cfg, device)
     if cfg.resume:
         state = checkpoint.load_state(ckpt)
-        if len(state["loaders"]) != d.world_size:
-            raise checkpoint.CheckpointError(f"{ckpt} was written by {len(state['loaders'])} processes; "
-                                             f"resume it with the same number (this run has {d.world_size})")
-        optimizer.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loaders"][d.rank])
-        generator.set_state(state["rng"][d.rank])
+        parallel.load_full_optimizer_state(model, optimizer, state["optimizer"])
+        if len(state["loaders"]) == d.world_size:
+            loader.load_state_dict(state["loaders"][d.rank])
+            generator.set_state(state["rng"][d.rank])
+        else:  # each rank's share of the documents changes with the number of ranks: start a fresh epoch
+            loader.start_epoch(max(s["epoch"] for s in state["loaders"]) + 1)
+            log(f"note: {ckpt} was written by {len(state['loaders'])} processes, this run has {d.world_size}: "
+                f"weights and optimizer resume exactly, the data restarts at epoch {loader.epoch}")
         step, best_val = state["step"], state["best_val"]
         log(f"resumed from {ckpt} at step {step}")
 
     raw_model = model
     if cfg.compile:
         model = torch.compile(model)
-    if d.enabled:
+    if d.enabled and not fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # ---- the numbers worth knowing before it starts ----
@@ -94,6 +108,8 @@ def main(argv):
         f"device: {device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}")
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
+    log(parallel.format_memory_estimate(parallel.memory_estimate(
+        raw_model.config, cfg.parallel, d.world_size, cfg.batch_size, cfg.block_size, cfg.activation_checkpointing)))
     log_file = open(out_dir / "log.jsonl", "a") if master else None
 
     def write_log(record):
@@ -109,10 +125,11 @@ def main(argv):
             loaders, rngs = [None] * d.world_size, [None] * d.world_size
             dist.all_gather_object(loaders, pending_cursor)
             dist.all_gather_object(rngs, generator.get_state().cpu())
+        weights, optimizer_state = parallel.full_state_dicts(raw_model, optimizer)  # every rank: FSDP gathers
         if master:
-            state = dict(optimizer=optimizer.state_dict(), step=step, best_val=best_val, loaders=loaders, rng=rngs)
+            state = dict(optimizer=optimizer_state, step=step, best_val=best_val, loaders=loaders, rng=rngs)
             path = checkpoint.save_checkpoint(out_dir, step, raw_model, config_to_dict(cfg), state,
-                                              keep=cfg.keep_checkpoints)
+                                              keep=cfg.keep_checkpoints, weights=weights)
             log(f"saved {path}")
 
     # ---- the loop ----
@@ -142,8 +159,9 @@ def main(argv):
             group["lr"] = lr
         for micro in range(cfg.gradient_accumulation_steps):
             last_micro = micro == cfg.gradient_accumulation_steps - 1
-            # DDP: all-reduce gradients only on the last micro-step of the accumulation
-            sync = model.no_sync() if d.enabled and not last_micro else nullcontext()
+            # DDP: all-reduce gradients only on the last micro-step of the accumulation. (FSDP reduce-scatters
+            # every micro-step: skipping it would keep full fp32 gradients on every rank.)
+            sync = model.no_sync() if d.enabled and not fsdp and not last_micro else nullcontext()
             example = recipes.make_example(cfg, batch, step, generator)
             with sync, autocast_ctx:
                 loss = recipes.compute_loss(model, example) / cfg.gradient_accumulation_steps

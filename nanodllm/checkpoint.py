@@ -37,16 +37,19 @@ def _write_json_atomic(path: Path, obj):
     os.replace(tmp, path)
 
 
-def save_checkpoint(out_dir, step: int, model, train_config: dict, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(out_dir, step: int, model, train_config: dict, state: dict, keep: int = 2,
+                    weights: dict | None = None) -> Path:
     """Writes ckpt_{step}/ atomically and points latest.json at it. state: anything torch.save(weights_only)
-    can round-trip (tensors, numbers, strings, lists, dicts): optimizer state dict, loader cursor, RNG."""
+    can round-trip (tensors, numbers, strings, lists, dicts): optimizer state dict, loader cursor, RNG.
+    weights: the full state dict when the model itself holds only a shard (FSDP); default model.state_dict()."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt_{step:07d}"
     final, tmp = out_dir / name, out_dir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if weights is None else weights
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     save_file(weights, str(tmp / "model.safetensors"))
     _write_json_atomic(tmp / "config.json", dict(model=model.config_dict(), train=train_config, step=step))
     torch.save(state, tmp / "state.pt")

@@ -67,6 +67,9 @@ class TrainConfig:
     dtype: str = "bfloat16"  # autocast dtype on CUDA: bfloat16 | float16 | float32
     compile: bool = True
     seed: int = 1337
+    parallel: str = "ddp"  # with several processes: ddp | fsdp (FSDP2: weights, grads and AdamW states sharded)
+    fp8: str = ""  # "" | tensorwise | rowwise: torchao float8 matmuls (GPU of capability >= 8.9; pip install torchao)
+    activation_checkpointing: bool = False  # recompute each Block in backward: less memory, ~1/3 more compute
 
 
 def _type_name(t) -> str:

@@ -142,6 +142,12 @@ class PackedLoader:
         return dict(epoch=self.epoch, index=self.index, offset=self.offset, exhausted=self.exhausted,
                     counts=dict(self.counts))
 
+    def start_epoch(self, epoch: int):
+        """Moves the cursor to the start of an epoch (used when a checkpoint's cursors belong to another
+        number of ranks and cannot be mapped onto this run's shares)."""
+        self.epoch, self.index, self.offset, self.exhausted = epoch, 0, 0, False
+        self._order = self._epoch_order(epoch)
+
     def load_state_dict(self, state: dict):
         self.epoch, self.index, self.offset = state["epoch"], state["index"], state["offset"]
         self.exhausted, self.counts = state["exhausted"], dict(state["counts"])

@@ -290,6 +290,12 @@ class Transformer(nn.Module):
             x = x[logits_at]  # (N, C)
         return self.transformer.ff_out(x)  # (B, T, V) or (N, V)
 
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id, device="cpu", dtype=torch.bfloat16) -> "Transformer":
+        """A LLaDA checkpoint (a directory, or a hub id such as GSAI-ML/LLaDA-8B-Instruct): nanodllm/llada.py."""
+        from nanodllm.llada import from_pretrained  # llada.py imports this module
+        return from_pretrained(path_or_hub_id, device, dtype)
+
     # ---- bookkeeping ---------------------------------------------------------------------------------------
 
     def num_params(self, non_embedding: bool = True) -> int:

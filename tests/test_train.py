@@ -100,3 +100,17 @@ def test_cli_reports_config_errors_clearly():
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "error: unknown config key 'bacth_size'" in result.stderr and "batch_size (int" in result.stderr
+
+
+@pytest.mark.parametrize("layout", ["ddp", "fsdp"])
+def test_torchrun_two_processes_then_resume_on_one(tmp_path, tiny_data, layout):
+    """train.py under torchrun (gloo on the CPU): a 2-process checkpoint resumes in a single process."""
+    args = TINY + [f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}", f"--parallel={layout}",
+                   "--max_iters=4", "--eval_interval=4", "--lr_decay_iters=6"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tokens per step: 512 = 4 rows x 64 x 1 accumulation x 2 processes" in result.stdout
+    model = train.main(args[:-3] + ["--max_iters=6", "--eval_interval=6", "--resume"])
+    assert any(r.get("step") == 6 and "val_nll" in r for r in log_records(tmp_path))
+    assert model is not None
