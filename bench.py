@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from nanodllm import recipes, system
+from nanodllm import parallel, recipes, system
 from nanodllm.config import load_config
 from nanodllm.data import Batch
 from nanodllm.training import build_model, configure_optimizer
@@ -43,6 +43,10 @@ def main(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
 
     model = build_model(cfg).to(device)
+    if cfg.fp8:
+        parallel.apply_fp8(model, cfg.fp8)
+    if cfg.activation_checkpointing:
+        parallel.apply_activation_checkpointing(model)
     optimizer = configure_optimizer(model, cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -79,7 +83,7 @@ def main(argv):
     result = dict(
         model=cfg.model, recipe=cfg.recipe, attention=model.config.attention, params_m=model.num_params() / 1e6,
         batch_size=cfg.batch_size, block_size=cfg.block_size, accumulation=cfg.gradient_accumulation_steps,
-        dtype=cfg.dtype if device.type == "cuda" else "float32", compile=cfg.compile,
+        dtype=cfg.dtype if device.type == "cuda" else "float32", fp8=cfg.fp8 or None, compile=cfg.compile,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         tokens_per_s=round(tokens_per_s), ms_per_step=1000 * dt / own["steps"],
         mfu=model.flops_per_token(cfg.block_size) * tokens_per_s / peak if peak else None,
