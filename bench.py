@@ -17,7 +17,7 @@ import torch
 from nanodllm import parallel, recipes, system
 from nanodllm.config import load_config
 from nanodllm.data import Batch
-from nanodllm.training import build_model, configure_optimizer
+from nanodllm.training import build_model, configure_optimizer, loss_function
 
 
 def split_bench_flags(argv):
@@ -48,7 +48,7 @@ def main(argv):
     if cfg.activation_checkpointing:
         parallel.apply_activation_checkpointing(model)
     optimizer = configure_optimizer(model, cfg, device)
-    step_model = torch.compile(model) if cfg.compile else model
+    loss_fn = loss_function(cfg)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     shape = (cfg.batch_size, cfg.block_size)
     no = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -58,7 +58,7 @@ def main(argv):
         for _ in range(cfg.gradient_accumulation_steps):
             example = recipes.make_example(cfg, batch, 0, generator)
             with autocast_ctx:
-                loss = recipes.compute_loss(step_model, example) / cfg.gradient_accumulation_steps
+                loss = loss_fn(model, example) / cfg.gradient_accumulation_steps
             loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nanodllm import checkpoint, parallel, recipes, system
 from nanodllm.config import ConfigError, config_to_dict, load_config
 from nanodllm.training import (build_model, configure_optimizer, evaluate, learning_rate, load_splits,
-                               make_loader)
+                               loss_function, make_loader)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -91,8 +91,7 @@ def main(argv):
         log(f"resumed from {ckpt} at step {step}")
 
     raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
+    loss_fn = loss_function(cfg)
     if d.enabled and not fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -164,7 +163,7 @@ def main(argv):
             sync = model.no_sync() if d.enabled and not fsdp and not last_micro else nullcontext()
             example = recipes.make_example(cfg, batch, step, generator)
             with sync, autocast_ctx:
-                loss = recipes.compute_loss(model, example) / cfg.gradient_accumulation_steps
+                loss = loss_fn(model, example) / cfg.gradient_accumulation_steps
             pending_cursor = loader.state_dict()
             batch = loader.next_batch().to(device, non_blocking=True)  # fetch the next while the GPU works
             with sync:

@@ -44,6 +44,17 @@ def build_model(cfg: TrainConfig) -> Transformer:
     return Transformer(model_cfg)
 
 
+def loss_function(cfg: TrainConfig):
+    """recipes.compute_loss, compiled when cfg.compile. The whole loss is one graph: the model, the gather of
+    the masked positions and the cross-entropy, so the (masked tokens x vocabulary) logits never take a round
+    trip through memory in float32. The number of masked positions changes every step; letting the compiler
+    treat it as a symbolic size keeps that one graph instead of a recompile per step."""
+    if not cfg.compile:
+        return recipes.compute_loss
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True
+    return torch.compile(recipes.compute_loss)
+
+
 def configure_optimizer(model, cfg: TrainConfig, device: torch.device):
     """AdamW; weight decay on matrices (and embeddings), none on norm gains. Fused kernel on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,382 @@
+"""Tests of nanodllm/sampler.py on tiny random models (CPU, a few seconds).
+
+A random model's predictions are near uniform, so its confidences never pass dLLM-Var's threshold. We sharpen it
+by scaling the output head: predictions become peaky and input-dependent, and the threshold commits several
+tokens in some steps and one in others, which exercises every path of the block sampler. Where a test needs a
+specific behaviour (an EOS at a chosen place, never an EOS) it wraps model.forward and edits the logits.
+"""
+
+import pytest
+import torch
+
+from nanodllm.model import ModelConfig, Transformer
+from nanodllm.sampler import (GenerationStats, autoregressive_generate, block_diffusion_generate, left_pad,
+                              length_bound_generate, llada_generate, next_power_of_two, num_transfer_tokens,
+                              trim_at_eos)
+
+MASK, EOS, PAD = 63, 62, 61
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
+
+
+def tiny_model(attention="block_causal", seed=0, sharpen=30.0, vocab_size=64, **ids):
+    torch.manual_seed(seed)
+    ids = ids or dict(mask_id=MASK, eos_id=EOS, pad_id=PAD)
+    cfg = ModelConfig(vocab_size=vocab_size, n_layer=2, n_head=4, n_kv_head=2, d_model=64, mlp_hidden=128,
+                      max_seq_len=256, attention=attention, attn_block_size=8, **ids)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.transformer.ff_out.weight.mul_(sharpen)
+    return model
+
+
+def wrap_forward(model, edit=None, log=None):
+    """Replaces model.forward by one that logs each call's input shape in `log` and lets `edit(logits,
+    positions)` change the full (B, T, V) logits; positions are each row's RoPE positions (B, T)."""
+    orig = model.forward
+    log = [] if log is None else log
+
+    def forward(idx, *, positions=None, attn_mask=None, kv_cache=None, logits_at=None):
+        log.append(("forward", tuple(idx.shape)))
+        if edit is None:
+            return orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, logits_at=logits_at)
+        B, T = idx.shape
+        offset = kv_cache.length if kv_cache is not None else 0
+        if positions is None:
+            positions = torch.arange(offset, offset + T).expand(B, T)
+        logits = edit(orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache), positions)
+        return logits if logits_at is None else logits[logits_at]
+
+    model.forward = forward
+    return log
+
+
+def no_eos(logits, positions):
+    logits[..., EOS] = float("-inf")
+    return logits
+
+
+def assert_clean(out, stats, eos=EOS):
+    """Nothing after EOS, and the stats agree with the output."""
+    assert stats.tokens == [len(o) for o in out]
+    for o, fin in zip(out, stats.finished):
+        assert eos not in o[:-1], "a token after EOS"
+        assert fin == (len(o) > 0 and o[-1] == eos)
+
+
+# -----------------------------------------------------------------------------
+# The block sampler's KV cache
+
+@pytest.mark.parametrize("kwargs", [
+    dict(threshold=0.3),  # threshold mode: 1 to several tokens a step
+    dict(threshold=0.9, block_size=6),  # max_new_tokens not a multiple of block_size: a short last block
+    dict(steps_per_block=3),  # fixed-steps mode
+    dict(threshold=0.3, temperature=1.0, top_k=20, top_p=0.9),  # sampling: same generator seed, same noise
+])
+def test_block_causal_cache_is_exact(kwargs):
+    model = tiny_model("block_causal")
+    kw = dict(block_size=8, max_new_tokens=40) | kwargs
+    runs = []
+    for cache in (True, False):
+        gen = torch.Generator().manual_seed(0)
+        runs.append(block_diffusion_generate(model, PROMPTS, cache=cache, generator=gen, **kw))
+    (cached, s_cached), (uncached, s_uncached) = runs
+    assert cached == uncached
+    assert s_cached.nfe == s_uncached.nfe
+    assert_clean(cached, s_cached)
+
+
+def test_cache_filled_once_and_reused():
+    model = tiny_model("block_causal")
+    events = wrap_forward(model, no_eos)
+    bs, P, n_blocks = 8, max(map(len, PROMPTS)), 4
+    trace = lambda canvas: events.append(("trace", sum(t == MASK for row in canvas for t in row)))
+    out, stats = block_diffusion_generate(model, PROMPTS, block_size=bs, threshold=0.3, max_new_tokens=n_blocks * bs,
+                                          trace=trace)
+    fed = [shape[1] for kind, shape in events if kind == "forward"]
+    assert len(fed) == stats.nfe
+    assert fed[0] == P + bs  # one prefill: the prompt and the first all-mask block
+    assert fed.count(2 * bs) == n_blocks - 1  # each finished block is fed once more, with the next block
+    assert all(t in (bs, 2 * bs) for t in fed[1:])  # inner steps feed only the block
+    # the 2 * block_size pass comes right after the step that completed a block, and only then
+    for i, (kind, shape) in enumerate(events):
+        if kind == "forward" and i > 0:
+            masks_before = events[i - 1][1]  # the trace of the previous step
+            assert (shape[1] == 2 * bs) == (masks_before == 0)
+    assert stats.tokens == [n_blocks * bs] * len(PROMPTS) and not any(stats.finished)
+
+    # without the cache every step recomputes prompt + finished blocks + current block
+    events.clear()
+    block_diffusion_generate(model, PROMPTS, block_size=bs, threshold=0.3, max_new_tokens=n_blocks * bs,
+                             cache=False, trace=trace)
+    fed = [shape[1] for kind, shape in events if kind == "forward"]
+    assert set(fed) == {P + (k + 1) * bs for k in range(n_blocks)} and fed == sorted(fed)
+
+
+@pytest.mark.parametrize("attention", ["block_causal", "bidirectional"])
+def test_batch_equals_each_prompt_alone(attention):
+    """Left padding, the key-padding mask and per-row positions make a row's tokens independent of its batch."""
+    model = tiny_model(attention)
+    kw = dict(block_size=8, threshold=0.3, max_new_tokens=24)
+    batch, _ = block_diffusion_generate(model, PROMPTS, **kw)
+    alone = [block_diffusion_generate(model, [p], **kw)[0][0] for p in PROMPTS]
+    assert batch == alone
+
+
+# -----------------------------------------------------------------------------
+# Stopping
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_rows_stop_independently(cache):
+    """Row 0 is made to write EOS at generated index 10 (and to be sure of every token); the others never
+    write EOS. Row 0 must stop there, leave the batch, and the others must run to the cap."""
+    model = tiny_model("block_causal")
+    B, p0, g = len(PROMPTS), len(PROMPTS[0]), 10
+
+    def edit(logits, positions):
+        logits[..., EOS] = float("-inf")
+        if logits.shape[0] == B:  # row 0 is still in the batch, as row 0
+            logits[0] = -1e4
+            logits[0, :, 5] = 1e4
+            logits[0, positions[0] == p0 + g, :] = -1e4
+            logits[0, positions[0] == p0 + g, EOS] = 1e4
+        return logits
+
+    log = wrap_forward(model, edit)
+    out, stats = block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.9, max_new_tokens=32,
+                                          cache=cache)
+    assert out[0] == [5] * g + [EOS]
+    assert stats.finished == [True] + [False] * (B - 1)
+    assert [len(o) for o in out[1:]] == [32] * (B - 1)
+    batch_sizes = [shape[0] for _, shape in log]
+    assert batch_sizes == sorted(batch_sizes, reverse=True) and batch_sizes[-1] == B - 1
+    # row 0 finishes in the first step of block 1, whatever the others still do in block 0
+    assert batch_sizes.count(B) == stats.nfe - batch_sizes.count(B - 1)
+    assert stats.row_nfe == sum(batch_sizes)
+    assert_clean(out, stats)
+
+
+def test_cap_holds_without_eos():
+    """A model that never writes EOS: every sampler stops at its length cap."""
+    model = tiny_model("block_causal")
+    wrap_forward(model, no_eos)
+    out, stats = block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.9, max_new_tokens=20)
+    assert [len(o) for o in out] == [20] * len(PROMPTS) and not any(stats.finished)
+    assert stats.nfe <= 20 and MASK not in sum(out, [])
+    out, stats = llada_generate(model, PROMPTS, gen_length=16, steps=8, block_length=8)
+    assert [len(o) for o in out] == [16] * len(PROMPTS) and stats.nfe == 8 and stats.termination_rate == 0
+
+    causal = tiny_model("causal")
+    log = wrap_forward(causal, no_eos)
+    out, stats = autoregressive_generate(causal, PROMPTS, max_new_tokens=12)
+    assert [len(o) for o in out] == [12] * len(PROMPTS) and stats.nfe == 12 == len(log)
+    assert stats.nfe_per_token == 1.0
+
+
+def test_nothing_after_eos():
+    """A model that likes EOS writes it at random places; every sampler cuts the output right after it."""
+    def likes_eos(logits, positions):
+        logits[..., EOS] += 3.0
+        return logits
+
+    for attention in ("block_causal", "bidirectional"):
+        for seed in range(3):
+            model = tiny_model(attention, seed=seed)
+            wrap_forward(model, likes_eos)
+            for cache in (True, False):
+                out, stats = block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3,
+                                                      max_new_tokens=48, cache=cache)
+                assert_clean(out, stats)
+            out, stats = llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8)
+            assert_clean(out, stats)
+            out, stats = length_bound_generate(model, PROMPTS, max_length=32)
+            assert_clean(out, stats)
+    causal = tiny_model("causal", sharpen=1.0)
+    wrap_forward(causal, likes_eos)
+    out, stats = autoregressive_generate(causal, PROMPTS, max_new_tokens=30, temperature=1.0,
+                                         generator=torch.Generator().manual_seed(0))
+    assert_clean(out, stats)
+    assert any(stats.finished)
+
+
+def test_trim_at_eos():
+    assert trim_at_eos([1, 2, EOS, 3, EOS], EOS) == [1, 2, EOS]
+    assert trim_at_eos([1, 2], EOS) == [1, 2]
+    assert trim_at_eos([], EOS) == []
+
+
+# -----------------------------------------------------------------------------
+# Determinism, schedules, prompts
+
+def test_deterministic():
+    model = tiny_model("bidirectional")
+    kw = dict(block_size=8, threshold=0.3, max_new_tokens=24)
+    assert block_diffusion_generate(model, PROMPTS, **kw)[0] == block_diffusion_generate(model, PROMPTS, **kw)[0]
+    a = llada_generate(model, PROMPTS, gen_length=16, steps=8, block_length=8)[0]
+    assert a == llada_generate(model, PROMPTS, gen_length=16, steps=8, block_length=8)[0]
+    sampled = [block_diffusion_generate(model, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(1),
+                                        **kw)[0] for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    sampled = [llada_generate(model, PROMPTS, gen_length=16, steps=8, block_length=8, temperature=1.0,
+                              remasking="random", generator=torch.Generator().manual_seed(1))[0] for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
+# (masked count, steps) -> LLaDA's get_num_transfer_tokens, written out by hand
+LLADA_SCHEDULES = [
+    (32, 4, [8, 8, 8, 8]),
+    (10, 4, [3, 3, 2, 2]),
+    (7, 3, [3, 2, 2]),
+    (5, 8, [1, 1, 1, 1, 1, 0, 0, 0]),
+    (32, 32, [1] * 32),
+    (64, 5, [13, 13, 13, 13, 12]),
+    (1, 1, [1]),
+    (0, 3, [0, 0, 0]),
+]
+
+
+@pytest.mark.parametrize("count,steps,expected", LLADA_SCHEDULES)
+def test_step_schedule_matches_llada(count, steps, expected):
+    assert num_transfer_tokens(count, steps) == expected
+    assert num_transfer_tokens(torch.tensor([count, count]), steps).tolist() == [expected, expected]
+
+
+def test_llada_commits_per_schedule():
+    """The number of masks left after each step of llada_generate follows LLaDA's schedule, block by block."""
+    model = tiny_model("bidirectional")
+    masks = []
+    llada_generate(model, PROMPTS, gen_length=16, steps=6, block_length=8,
+                   trace=lambda canvas: masks.append([row.count(MASK) for row in canvas]))
+    per_block = num_transfer_tokens(8, 3)  # 3 steps per block: [3, 3, 2]
+    left, expected = 16, []
+    for _ in range(2):
+        for k in per_block:
+            left -= k
+            expected.append([left] * len(PROMPTS))
+    assert masks == expected
+
+
+def test_llada_matches_reference_loop():
+    """Our llada_generate computes logits only on the current block; a literal transcription of LLaDA's loop
+    (logits everywhere, -inf confidence beyond the block, torch.topk row by row) gives the same tokens."""
+    model = tiny_model("bidirectional", sharpen=5.0)
+    prompt = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    gen_length, steps, block_length = 24, 12, 8
+    x = torch.cat([prompt, torch.full((2, gen_length), MASK)], dim=1)
+    P, n_blocks = prompt.shape[1], gen_length // block_length
+    with torch.no_grad():
+        for b in range(n_blocks):
+            block_masks = (x[:, P + b * block_length:P + (b + 1) * block_length] == MASK).sum(1)
+            schedule = [num_transfer_tokens(int(c), steps // n_blocks) for c in block_masks]
+            for i in range(steps // n_blocks):
+                masked = x == MASK
+                logits = model(x)
+                x0 = logits.argmax(-1)
+                p = torch.softmax(logits.double(), -1).gather(-1, x0[..., None]).squeeze(-1)
+                p[:, P + (b + 1) * block_length:] = float("-inf")
+                x0 = torch.where(masked, x0, x)
+                confidence = torch.where(masked, p, torch.tensor(float("-inf"), dtype=torch.float64))
+                for j in range(2):
+                    chosen = confidence[j].topk(schedule[j][i]).indices
+                    x[j, chosen] = x0[j, chosen]
+    ours, _ = llada_generate(model, prompt, gen_length=gen_length, steps=steps, block_length=block_length)
+    assert ours == [trim_at_eos(row, EOS) for row in x[:, P:].tolist()]
+
+
+def test_llada_rejects_bad_shapes():
+    model = tiny_model("bidirectional")
+    with pytest.raises(ValueError, match="multiple of block_length"):
+        llada_generate(model, PROMPTS, gen_length=20, block_length=8)
+    with pytest.raises(ValueError, match="multiple of the number of blocks"):
+        llada_generate(model, PROMPTS, gen_length=16, steps=5, block_length=8)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        block_diffusion_generate(model, PROMPTS, max_new_tokens=300)
+    with pytest.raises(ValueError, match="mask id"):
+        block_diffusion_generate(model, [[1, MASK, 2]], max_new_tokens=8)
+
+
+def test_special_token_text_in_prompts_is_ordinary_text():
+    from nanodllm.tokenizer import get_tokenizer
+    tok = get_tokenizer()
+    texts = ["Once upon a time <|endoftext|> there was", "The [MASK] sat on the [PAD] mat."]
+    prompts = [tok.encode(t) for t in texts]
+    special = {tok.eos_id, tok.mask_id, tok.pad_id}
+    assert not special & set(sum(prompts, []))
+    assert [tok.decode(p) for p in prompts] == texts
+    model = tiny_model("bidirectional", vocab_size=tok.vocab_size, sharpen=1.0, mask_id=tok.mask_id,
+                       eos_id=tok.eos_id, pad_id=tok.pad_id)  # GPT-2's vocabulary, tiny layers
+    out, stats = block_diffusion_generate(model, prompts, block_size=8, max_new_tokens=16)
+    assert len(out) == 2 and all(0 < len(o) <= 16 and tok.mask_id not in o for o in out)
+    assert all(isinstance(tok.decode(o), str) for o in out)
+    out, stats = llada_generate(model, prompts, gen_length=8, steps=4, block_length=8)
+    assert len(out) == 2 and stats.nfe == 4
+
+
+def test_left_pad():
+    idx, n_pad, padded = left_pad([[1, 2], [3], []], PAD, "cpu")
+    assert idx.tolist() == [[1, 2], [PAD, 3], [PAD, PAD]] and n_pad.tolist() == [0, 1, 2] and padded
+    assert not left_pad([[1], [2]], PAD, "cpu")[2]
+
+
+# -----------------------------------------------------------------------------
+# The autoregressive baseline and the length bound
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_ar_cache_equals_recompute(temperature):
+    model = tiny_model("causal", sharpen=3.0)
+    runs = [autoregressive_generate(model, PROMPTS, max_new_tokens=20, temperature=temperature, top_p=0.95,
+                                    cache=cache, generator=torch.Generator().manual_seed(0))
+            for cache in (True, False)]
+    assert runs[0][0] == runs[1][0]
+    assert_clean(*runs[0])
+    if temperature == 0:  # and a row's tokens do not depend on its batch
+        assert runs[0][0] == [autoregressive_generate(model, [p], max_new_tokens=20)[0][0] for p in PROMPTS]
+
+
+def test_ar_needs_a_causal_model():
+    with pytest.raises(ValueError, match="causal"):
+        autoregressive_generate(tiny_model("bidirectional"), PROMPTS, max_new_tokens=4)
+
+
+def test_length_bound_rounds_to_power_of_two():
+    assert [next_power_of_two(n) for n in (1, 2, 3, 5, 8, 9, 100)] == [1, 2, 4, 8, 8, 16, 128]
+    model = tiny_model("bidirectional")
+    P, max_length = max(map(len, PROMPTS)), 64
+    ends = [9, 20, 0, 40]  # where each row's EOS is made the top-1 in the first pass
+
+    def edit(logits, positions):
+        if logits.shape[1] == P + max_length:  # the length-probing pass
+            logits[..., EOS] = float("-inf")
+            for r, e in enumerate(ends):
+                logits[r, P + e, EOS] = 1e4
+        return logits
+
+    log = wrap_forward(model, edit)
+    out, stats = length_bound_generate(model, PROMPTS, max_length=max_length)
+    assert stats.info["length_bound"] == [16, 32, 1, 64]  # EOS at index e -> length e + 1 -> power of two
+    assert all(len(o) <= b for o, b in zip(out, stats.info["length_bound"]))
+    assert stats.nfe == 1 + 16 + 32 + 1 + 64 == len(log)  # the probing pass, then one step per token
+    # rows decode in groups of equal bound (here one row each): its own prompt + a canvas of its bound
+    expected = [len(p) + b for p, b in zip(PROMPTS, (16, 32, 1, 64)) for _ in range(b)]
+    assert sorted(shape[1] for _, shape in log[1:]) == sorted(expected)
+
+    # EOS never the top-1: fall back to the position where P(EOS) is largest
+    def edit_soft(logits, positions):
+        if logits.shape[1] == P + max_length:
+            logits[..., EOS] = float("-inf")
+            top = logits.max(dim=-1).values
+            logits[:, P + 12, EOS] = top[:, P + 12] - 0.5
+        return logits
+
+    model = tiny_model("bidirectional")
+    wrap_forward(model, edit_soft)
+    _, stats = length_bound_generate(model, PROMPTS, max_length=max_length, steps=4)
+    assert stats.info["length_bound"] == [16] * len(PROMPTS) and stats.nfe == 1 + 4
+
+
+def test_stats():
+    s = GenerationStats(tokens=[10, 30], finished=[True, False], nfe=20, row_nfe=40, seconds=2.0)
+    assert s.total_tokens == 40 and s.tokens_per_s == 20 and s.nfe_per_token == 1.0
+    assert s.mean_length == 20 and s.termination_rate == 0.5
+    both = GenerationStats.combine([s, s])
+    assert both.tokens == [10, 30, 10, 30] and both.nfe == 40 and both.seconds == 4.0
+    assert set(s.as_dict()) >= {"tokens_per_s", "nfe_per_token", "mean_length", "termination_rate"}
