@@ -116,10 +116,10 @@ def load_prompts(args) -> list[list[int]]:
     return prompts[:args.n_prompts]
 
 
-def load(path, device):
+def load(path, device, max_seq_len):
     from nanodllm.checkpoint import load_model
     try:
-        return load_model(path, device)
+        return load_model(path, device, max_seq_len)
     except Exception as e:
         sys.exit(f"error: cannot load {path}: {type(e).__name__}: {e}")
 
@@ -177,13 +177,15 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     prompts = load_prompts(args)
     models = {}
-    diffusion, info = load(args.init_from, device)
+    # RoPE tables long enough for the longest prompt plus the longest canvas, even past the training length
+    needed = max(len(p) for p in prompts) + max(args.max_new_tokens, args.llada_gen_length)
+    diffusion, info = load(args.init_from, device, needed)
     if diffusion.config.attention == "causal":
         sys.exit(f"error: {args.init_from} is a causal model; --init_from takes the diffusion model")
     for name in args.samplers:
         models[name] = diffusion
     if "ar" in args.samplers:
-        ar, ar_info = load(args.ar_init_from, device)
+        ar, ar_info = load(args.ar_init_from, device, needed)
         if ar.config.attention != "causal":
             sys.exit(f"error: {args.ar_init_from} is not a causal model")
         models["ar"] = ar

@@ -90,7 +90,8 @@ def load_weights(model, path):
     path = resolve(path)
     saved = read_config(path)["model"]
     current = model.config_dict()
-    differing = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    # max_seq_len only sizes the RoPE tables (no weights), so a model may be loaded with a longer one.
+    differing = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v and k != "max_seq_len"}
     if differing:
         lines = "\n".join(f"  {k}: checkpoint {a!r}, this model {b!r}" for k, (a, b) in differing.items())
         raise CheckpointError(f"checkpoint {path} is from another model config:\n{lines}")
@@ -108,11 +109,13 @@ def load_weights(model, path):
     return model
 
 
-def load_model(path, device="cpu"):
-    """(model, info) from a checkpoint; info = {"model": ..., "train": ..., "step": ...} from its config.json."""
+def load_model(path, device="cpu", max_seq_len=None):
+    """(model, info) from a checkpoint; info = {"model": ..., "train": ..., "step": ...} from its config.json.
+    max_seq_len: build RoPE tables at least this long, to sample beyond the length the model was trained on."""
     info = read_config(path)
     try:
         config = ModelConfig(**info["model"])
+        config.max_seq_len = max(config.max_seq_len, max_seq_len or 0)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {resolve(path)} has an unreadable model config ({e})") from e
     model = Transformer(config)

@@ -268,8 +268,10 @@ class Transformer(nn.Module):
         attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask,
                     which replaces the structural mask (the samplers build block-causal masks this way).
         kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
-        logits_at:  compute the output head only where a loss is needed: on masked positions only, this
-                    skips most of the head's FLOPs, the largest single matmul of a small model.
+        logits_at:  compute the output head only where it is needed: a (B, T) bool mask (training: the masked
+                    positions, which skips most of the head's FLOPs, the largest matmul of a small model) or
+                    any index of the (B, T) positions, e.g. (slice(None), slice(a, b)) for one block of a
+                    sampler, which unlike a bool mask needs no GPU sync.
         """
         B, T = idx.shape
         offset = kv_cache.length if kv_cache is not None else 0

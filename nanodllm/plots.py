@@ -46,6 +46,88 @@ def plot_training_logs(paths, labels, out_png, title=""):
     plt.close(fig)
 
 
+
+# -----------------------------------------------------------------------------
+# eval_eos.py's figures
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed), imported only when drawing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out_png):
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    _pyplot().close(fig)
+
+
+def plot_eos_heatmap(eos_prob, true_len, predicted, out_png, title=""):
+    """P(EOS) over canvas positions after one forward pass, one row per sample, rows sorted by true length.
+
+    A model that knows where to stop draws a bright diagonal along the true EOS positions (white ticks); the
+    model's own guess (predicted, by metrics.predicted_eos_position) is a red cross. The colour scale is
+    logarithmic: a single-EOS model (dLLM-Var) puts most of its mass at the right place, and how far below it the
+    rest lies is what tells a sharp belief from a diffuse one. eos_prob (N, L), true_len and predicted (N,).
+    """
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    plt = _pyplot()
+    eos_prob, true_len, predicted = np.asarray(eos_prob), np.asarray(true_len), np.asarray(predicted)
+    order = np.argsort(true_len, kind="stable")
+    rows = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 0.04 * len(order) + 2))))
+    image = ax.imshow(np.clip(eos_prob[order], 1e-6, 1.0), aspect="auto", interpolation="nearest",
+                      norm=LogNorm(vmin=1e-6, vmax=1.0), cmap="viridis")
+    ax.scatter(true_len[order], rows, marker="|", s=30, color="white", linewidths=1.5, label="true EOS position")
+    ax.scatter(predicted[order], rows, marker="x", s=12, color="red", linewidths=0.8, label="predicted")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set(xlabel="canvas position (tokens after the prompt)", ylabel="sample (sorted by true length)",
+           title=title or "P(EOS) after one forward pass on an all-mask canvas")
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
+    fig.colorbar(image, ax=ax, label="P(EOS)")
+    _save(fig, out_png)
+
+
+def plot_length_scatter(reference, generated: dict, out_png, title=""):
+    """Generated vs reference response length, one colour per sampler; on the diagonal, EOS came exactly
+    where the reference has it. generated: sampler name -> lengths (the same samples as reference)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    top = max([max(reference, default=0)] + [max(v, default=0) for v in generated.values()]) + 1
+    ax.plot([0, top], [0, top], color="gray", lw=1, ls="--", label="generated = reference")
+    for name, lengths in generated.items():
+        ax.scatter(reference, lengths, s=10, alpha=0.6, label=name)
+    ax.set(xlabel="reference length (tokens)", ylabel="generated length (tokens)", xlim=(0, top), ylim=(0, top),
+           title=title or "generated vs reference length")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, out_png)
+
+
+def plot_length_histograms(reference, generated: dict, out_png, title=""):
+    """One panel per sampler: the distribution of its generated lengths over the reference distribution, on
+    shared bins. (A sampler that never stops piles up at the length cap.)"""
+    import numpy as np
+    plt = _pyplot()
+    top = max([max(reference, default=0)] + [max(v, default=0) for v in generated.values()]) + 1
+    bins = np.linspace(0, top, min(50, top) + 1)
+    fig, axes = plt.subplots(1, max(1, len(generated)), figsize=(3.6 * max(1, len(generated)), 3.2),
+                             sharey=True, squeeze=False)
+    for ax, (name, lengths) in zip(axes[0], generated.items()):
+        ax.hist(reference, bins=bins, color="gray", alpha=0.5, label="reference")
+        ax.hist(lengths, bins=bins, histtype="step", lw=1.5, label=name)
+        ax.set(xlabel="response length (tokens)", title=name)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("samples")
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", nargs="+", help="log.jsonl files written by train.py")
