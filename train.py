@@ -31,6 +31,12 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def nonfinite_message(what: str, step: int, out_dir: Path) -> str:
+    kept = (f"the last good checkpoint in {out_dir} is kept" if (out_dir / "latest.json").is_file()
+            else "no checkpoint had been written yet")
+    return f"{what} at step {step}: stopping; {kept} (lower learning_rate, or check the data)"
+
+
 def main(argv):
     cfg = load_config(argv)
     if cfg.parallel not in parallel.PARALLEL_KINDS or cfg.fp8 not in parallel.FP8_RECIPES:
@@ -144,8 +150,7 @@ def main(argv):
                                world_size=d.world_size)
             write_log(dict(step=step, **metrics))
             if nonfinite.item() or not math.isfinite(metrics["val_loss"]):
-                raise NonFiniteLoss(f"loss is NaN or inf at step {step}: stopping; the last good checkpoint in "
-                                    f"{out_dir} is kept (lower learning_rate, or check the data)")
+                raise NonFiniteLoss(nonfinite_message("loss is NaN or inf", step, out_dir))
             best_val = min(best_val, metrics["val_nll"])
             if step > 0 and (cfg.ckpt_interval == 0 or ckpt_now or step == cfg.max_iters):
                 save()
@@ -179,8 +184,7 @@ def main(argv):
         if step % cfg.log_interval == 0:
             lossf = loss.item() * cfg.gradient_accumulation_steps  # one sync per log line
             if not math.isfinite(lossf):
-                raise NonFiniteLoss(f"training loss is {lossf} at step {step}: stopping; the last good "
-                                    f"checkpoint in {out_dir} is kept (lower learning_rate, or check the data)")
+                raise NonFiniteLoss(nonfinite_message(f"training loss is {lossf}", step, out_dir))
             system.synchronize(device)
             dt = time.time() - t0
             record = dict(step=step, loss=lossf, lr=lr, tokens_per_s=round(tokens_since / dt))

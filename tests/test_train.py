@@ -93,6 +93,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_
     with pytest.raises(train.NonFiniteLoss, match="last good checkpoint"):
         run(tmp_path, tiny_data, "--max_iters=10", "--eval_interval=5", "--resume")
     assert (tmp_path / "out" / "latest.json").read_text().count("ckpt_0000005") == 1
+    with pytest.raises(train.NonFiniteLoss, match="no checkpoint had been written yet"):
+        run(tmp_path / "fresh", tiny_data, "--max_iters=10", "--eval_interval=5")
 
 
 def test_cli_reports_config_errors_clearly():
