@@ -44,7 +44,7 @@ from nanodllm import metrics, plots
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.config import ConfigError, config_from_dict
 from nanodllm.prepare import load_split
-from nanodllm.sampler import GenerationStats, _padding, left_pad
+from nanodllm.sampler import GenerationStats, make_canvas
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tasks import Example, score
 from nanodllm.tokenizer import get_tokenizer
@@ -209,14 +209,11 @@ def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, se
     probs, tops = [], []
     for b in tqdm(range(0, len(pairs), batch_size), desc=f"first step, {reveal:.0%} revealed", unit="batch"):
         chunk = pairs[b:b + batch_size]
-        idx, n_pad, padded = left_pad([p for p, _ in chunk], cfg.pad_id, device)
-        B, P = idx.shape
-        x = torch.cat([idx, idx.new_full((B, canvas), cfg.mask_id)], dim=1)
+        x, P, _, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
         for i, (_, response) in enumerate(chunk):
             shown = torch.as_tensor(rng.choice(len(response), size=round(reveal * len(response)), replace=False),
                                     dtype=torch.long, device=device)
             x[i, P + shown] = torch.tensor(response, dtype=torch.long, device=device)[shown]
-        key_mask, positions = _padding(n_pad, P + canvas, padded)
         with autocast_ctx:
             logits = model(x, positions=positions, attn_mask=key_mask, logits_at=(slice(None), slice(P, None)))
         logits = logits.float()  # (B, canvas, V)

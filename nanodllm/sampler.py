@@ -182,6 +182,35 @@ def _padding(n_pad, total: int, padded: bool):
     return key_mask, positions
 
 
+def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
+    """The prompts checked, left-padded and followed by n_new `fill_id` tokens, with the key mask and per-row
+    positions that make every row compute as if it were alone -> (x (B, P + n_new), P, n_pad (B,), key_mask,
+    positions); key_mask and positions are None when no row is padded."""
+    cfg = model.config
+    _check_prompts(prompts, cfg, caller)
+    idx, n_pad, padded = left_pad(prompts, cfg.pad_id, _device(model))
+    B, P = idx.shape
+    _check_length(P + n_new, cfg, caller)
+    x = torch.cat([idx, idx.new_full((B, n_new), fill_id)], dim=1)
+    key_mask, positions = _padding(n_pad, P + n_new, padded)
+    return x, P, n_pad, key_mask, positions
+
+
+def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv):
+    """Drops finished rows from everything a forward pass reads (canvas, masks, cache), so they stop costing
+    compute -> (rows, x, key_mask, positions) of the rows still running."""
+    keep = [j for j, done in enumerate(done_rows) if not done]
+    rows = [rows[j] for j in keep]
+    if rows:
+        keep_t = torch.tensor(keep, device=x.device)
+        x = x.index_select(0, keep_t)
+        key_mask = None if key_mask is None else key_mask.index_select(0, keep_t)
+        positions = None if positions is None else positions.index_select(0, keep_t)
+        if kv is not None:
+            kv.keep_rows(keep_t)
+    return rows, x, key_mask, positions
+
+
 def _window(t, a: int, b: int):
     return None if t is None else t[:, a:b]
 
@@ -356,15 +385,10 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
     if steps_per_block is not None and steps_per_block < 1:
         raise ValueError(f"steps_per_block must be >= 1, got {steps_per_block}")
     _check_sampling(temperature, top_k, top_p)
-    _check_prompts(prompts, cfg, "block_diffusion_generate")
     device = _device(model)
-    idx, n_pad, padded = left_pad(prompts, cfg.pad_id, device)
-    B, P = idx.shape
-    total = P + max_new_tokens
-    _check_length(total, cfg, "block_diffusion_generate")
-
-    x = torch.cat([idx, idx.new_full((B, max_new_tokens), cfg.mask_id)], dim=1)  # the canvas
-    key_mask, positions = _padding(n_pad, total, padded)
+    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
+                                                   "block_diffusion_generate")
+    B, total = x.shape
     segments = None
     if cfg.attention == "block_causal":
         g = torch.arange(total, device=device) - P  # index into the generated text
@@ -418,15 +442,7 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
                         if done_rows[j]:
                             out[r], finished[r] = trim_at_eos(generated[j], cfg.eos_id), by_eos[j]
                             canvas[r] = out[r]
-                    keep = [j for j in range(len(rows)) if not done_rows[j]]
-                    rows = [rows[j] for j in keep]
-                    if rows:  # drop finished rows from everything a pass reads
-                        keep_t = torch.tensor(keep, device=device)
-                        x = x.index_select(0, keep_t)
-                        key_mask = None if key_mask is None else key_mask.index_select(0, keep_t)
-                        positions = None if positions is None else positions.index_select(0, keep_t)
-                        if kv is not None:
-                            kv.keep_rows(keep_t)
+                    rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv)
                 if trace is not None:
                     generated = x[:, P:end].tolist()
                     for j, r in enumerate(rows):
@@ -475,14 +491,9 @@ def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128
         raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks})")
     steps_per_block = steps // num_blocks
     _check_sampling(temperature, None, None)
-    _check_prompts(prompt, cfg, "llada_generate")
     device = _device(model)
-    idx, n_pad, padded = left_pad(prompt, cfg.pad_id, device)
-    B, P = idx.shape
-    total = P + gen_length
-    _check_length(total, cfg, "llada_generate")
-    x = torch.cat([idx, idx.new_full((B, gen_length), cfg.mask_id)], dim=1)
-    key_mask, positions = _padding(n_pad, total, padded)
+    x, P, n_pad, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
+    B, total = x.shape
 
     nfe = 0
     with _Timer(device) as timer:
@@ -533,17 +544,12 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    _check_prompts(prompts, cfg, "length_bound_generate")
     device = _device(model)
-    idx, n_pad, padded = left_pad(prompts, cfg.pad_id, device)
-    B, P = idx.shape
-    total = P + max_length
-    _check_length(total, cfg, "length_bound_generate")
+    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_length, cfg.mask_id, "length_bound_generate")
+    B, total = x.shape
     prompt_rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(p) for p in prompts]
 
     with _Timer(device) as timer:
-        x = torch.cat([idx, idx.new_full((B, max_length), cfg.mask_id)], dim=1)
-        key_mask, positions = _padding(n_pad, total, padded)
         logits = model(x, positions=positions, attn_mask=key_mask, logits_at=_last_columns(P, total)).float()
         eos_top1 = logits.argmax(dim=-1) == cfg.eos_id  # (B, max_length)
         log_p_eos = logits[..., cfg.eos_id] - logits.logsumexp(dim=-1)
@@ -594,17 +600,13 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     _check_sampling(temperature, top_k, top_p)
-    _check_prompts(prompts, cfg, "autoregressive_generate")
     rows_in = prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
     if any(len(p) == 0 for p in rows_in):
         raise ValueError("autoregressive_generate: every prompt needs at least one token to condition on")
     device = _device(model)
-    idx, n_pad, padded = left_pad(prompts, cfg.pad_id, device)
-    B, P = idx.shape
-    total = P + max_new_tokens
-    _check_length(total, cfg, "autoregressive_generate")
-    x = torch.cat([idx, idx.new_full((B, max_new_tokens), cfg.pad_id)], dim=1)
-    key_mask, positions = _padding(n_pad, total, padded)
+    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id,
+                                                   "autoregressive_generate")
+    B, total = x.shape
     kv = KVCache.for_model(model, B, total) if cache else None
 
     rows = list(range(B))
@@ -630,15 +632,7 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
                     if done_rows[j]:
                         out[r] = trim_at_eos(generated[j], cfg.eos_id)
                         finished[r] = out[r][-1] == cfg.eos_id
-                keep = [j for j in range(len(rows)) if not done_rows[j]]
-                rows = [rows[j] for j in keep]
-                if rows:
-                    keep_t = torch.tensor(keep, device=device)
-                    x = x.index_select(0, keep_t)
-                    key_mask = None if key_mask is None else key_mask.index_select(0, keep_t)
-                    positions = None if positions is None else positions.index_select(0, keep_t)
-                    if kv is not None:
-                        kv.keep_rows(keep_t)
+                rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv)
             if trace is not None:
                 canvas = [o or [] for o in out]
                 for j, r in enumerate(rows):
