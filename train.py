@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanodllm import checkpoint, parallel, recipes, system
 from nanodllm.config import ConfigError, config_to_dict, load_config
+from nanodllm.prepare import HubUnreachable
 from nanodllm.training import (build_model, configure_optimizer, evaluate, learning_rate, load_splits,
                                loss_function, make_loader)
 
@@ -202,6 +203,6 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, checkpoint.CheckpointError, NonFiniteLoss) as e:  # our own clear messages
+    except (ConfigError, checkpoint.CheckpointError, NonFiniteLoss, HubUnreachable) as e:  # our own clear messages
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

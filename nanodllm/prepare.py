@@ -43,6 +43,11 @@ from tqdm import tqdm
 from nanodllm.tokenizer import get_tokenizer
 
 SPLITS = ("train", "val")
+
+
+class HubUnreachable(RuntimeError):
+    """The dataset could not be read from the Hugging Face hub; the message says how to use local files."""
+
 HUB = {  # where `source=None` reads each dataset from
     "tinystories": "roneneldan/TinyStories",
     "fineweb": "HuggingFaceFW/fineweb (sample-10BT)",
@@ -138,7 +143,7 @@ def read_hub(dataset: str, val_docs=None, max_docs=None) -> dict[str, list[str]]
         ds = load_dataset("HuggingFaceFW/fineweb", name="sample-10BT", split="train", streaming=True)
         docs = [row["text"] for row in itertools.islice(ds, max_docs or FINEWEB_DEFAULT_DOCS)]
     except Exception as e:  # no network, no `datasets`, hub errors: all end the same way, with a way out
-        raise RuntimeError(
+        raise HubUnreachable(
             f"could not read {HUB[dataset]} from the Hugging Face hub ({type(e).__name__}: {e}). "
             f"To use local files instead, point at them: --data_source=/path/to/{dataset} for training "
             f"(--source for data/{dataset}/prepare.py), a directory with train.txt.gz and valid.txt.gz "

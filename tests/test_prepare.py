@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanodllm.prepare import ensure_prepared, is_prepared, load_split, prepare, read_documents
+from nanodllm.prepare import HubUnreachable, ensure_prepared, is_prepared, load_split, prepare, read_documents
 from nanodllm.tokenizer import get_tokenizer
 
 SEP = "\n<|endoftext|>\n"
@@ -144,7 +144,7 @@ def test_ensure_prepared(tmp_path, monkeypatch):
         raise ConnectionError("hub unreachable")  # never touch the network in tests
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
-    with pytest.raises(RuntimeError, match=r"ConnectionError: hub unreachable.*--data_source=/path/to/tinystories"):
+    with pytest.raises(HubUnreachable, match=r"ConnectionError: hub unreachable.*--data_source=/path/to/tinystories"):
         ensure_prepared("tinystories", tmp_path / "fresh")
 
 
