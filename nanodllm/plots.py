@@ -1,7 +1,9 @@
-"""Figures for the README, drawn from a run's own log.jsonl (matplotlib, imported only when drawing).
+"""Figures for the README and eval_eos.py, drawn from the project's own logs, results and data (matplotlib,
+imported only when drawing).
 
     python -m nanodllm.plots out/tiny/log.jsonl --out assets/tiny_loss.png
     python -m nanodllm.plots out/a/log.jsonl out/b/log.jsonl --labels a b --out assets/compare.png
+    python -m nanodllm.plots --masking data/tinystories --out assets/masking.png   # what each recipe masks
 """
 
 import argparse
@@ -23,10 +25,7 @@ def read_log(path) -> tuple[list[dict], list[dict]]:
 
 
 def plot_training_logs(paths, labels, out_png, title=""):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     for path, label in zip(paths, labels):
         train, evals = read_log(path)
@@ -40,15 +39,66 @@ def plot_training_logs(paths, labels, out_png, title=""):
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    _save(fig, out_png)
+
+
+# What a row looks like to the model under each recipe: one colour per kind of position.
+MASK_KINDS = ("prompt (never masked)", "response, visible", "response, masked", "EOS, masked", "EOS, visible",
+              "pad, visible", "pad, masked")
+MASK_COLORS = ("#4c72b0", "#dddddd", "#f0a030", "#d62728", "#7f7f7f", "#e8d8f0", "#9467bd")
+
+
+def mask_kinds(batch, example, eos_id: int):
+    """Index into MASK_KINDS for every position of a batch (B, T) under a training example of it."""
+    import torch
+    masked, eos, pad = example.loss_mask, batch.tokens == eos_id, batch.is_pad
+    kind = torch.where(masked, 2, 1)
+    kind = torch.where(eos & ~pad, torch.where(masked, 3, 4), kind)
+    kind = torch.where(pad, torch.where(masked, 6, 5), kind)
+    return torch.where(batch.is_prompt, 0, kind).numpy()
+
+
+def plot_recipe_masks(rows: dict, out_png, title=""):
+    """rows: recipe name -> (T,) kinds (see mask_kinds). One strip of cells per recipe."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 0.9 * len(rows) + 1.2), squeeze=False)
+    for ax, (name, kinds) in zip(axes[:, 0], rows.items()):
+        ax.imshow(kinds[None, :], cmap=ListedColormap(MASK_COLORS), vmin=0, vmax=len(MASK_COLORS) - 1,
+                  aspect="auto", interpolation="nearest")
+        ax.set_yticks([0], [name])
+        ax.set_xticks([])
+        ax.set_xticks([i - 0.5 for i in range(1, len(kinds))], minor=True)
+        ax.grid(which="minor", color="white", lw=0.5)
+    axes[-1, 0].set_xlabel("position in the row")
+    fig.legend(handles=[Patch(color=c, label=k) for c, k in zip(MASK_COLORS, MASK_KINDS)], loc="lower center",
+               ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title or "what each recipe masks (t = 0.5)")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
 
 
+def masking_figure(data_dir, out_png, seq_len=256, t=0.5, seed=0):
+    """Draws the first validation row of `data_dir` as each recipe lays it out and masks it, at noise level t."""
+    import torch
+    from nanodllm import recipes
+    from nanodllm.config import TrainConfig
+    from nanodllm.data import PackedLoader
+    from nanodllm.prepare import load_split
+    from nanodllm.tokenizer import EOS_ID
+    split = load_split(data_dir, "val")
+    rows = {}
+    for recipe in ("dllm_var", "eos_random", "eos_pad"):
+        cfg = TrainConfig(recipe=recipe)
+        batch = PackedLoader(split, 1, seq_len, shuffle=False, wrap=False, **recipes.loader_options(cfg)).next_batch()
+        example = recipes.make_example(cfg, batch, 0, torch.Generator().manual_seed(seed), t=torch.tensor([t]))
+        rows[recipe] = mask_kinds(batch, example, EOS_ID)[0]
+    plot_recipe_masks(rows, out_png, f"what each recipe masks in the same data (t = {t}); dllm_var and eos_random "
+                                     f"pack samples, eos_pad pads one")
 
-# -----------------------------------------------------------------------------
-# eval_eos.py's figures
 
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed), imported only when drawing."""
@@ -130,11 +180,18 @@ def plot_length_histograms(reference, generated: dict, out_png, title=""):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("logs", nargs="+", help="log.jsonl files written by train.py")
+    p.add_argument("logs", nargs="*", help="log.jsonl files written by train.py")
+    p.add_argument("--masking", metavar="DATA_DIR", help="draw the recipes' masks on a prepared data directory")
     p.add_argument("--labels", nargs="*", help="one label per log (default: the log's folder name)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
+    if args.masking:
+        masking_figure(args.masking, args.out)
+        print(f"wrote {args.out}")
+        return
+    if not args.logs:
+        p.error("give log.jsonl files, or --masking DATA_DIR")
     labels = args.labels or [Path(p).parent.name for p in args.logs]
     if len(labels) != len(args.logs):
         p.error(f"{len(args.logs)} logs but {len(labels)} labels")
