@@ -25,8 +25,7 @@ import functools
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
 from torch.utils.checkpoint import checkpoint
 
 from nanodllm.model import ModelConfig, Transformer
@@ -107,11 +106,6 @@ def full_state_dicts(model, optimizer) -> tuple[dict, dict]:
     Every rank must call it (FSDP gathers the shards); under FSDP only rank 0 receives them (the others get
     empty dicts), so only rank 0 writes."""
     return get_model_state_dict(model, options=_FULL), get_optimizer_state_dict(model, optimizer, options=_FULL)
-
-
-def load_full_model_state(model, weights: dict):
-    """Full weights into a model of any layout (an FSDP one takes its shard of each); every rank passes them."""
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 
 def load_full_optimizer_state(model, optimizer, state: dict):

@@ -110,7 +110,7 @@ def test_fsdp_matches_one_process_and_resumes_on_one(two_ranks):
     # the 2-rank checkpoint in one process: weights and AdamW moments, then the same next step
     model = tiny_model()
     optimizer = optimizer_for(model)
-    parallel.load_full_model_state(model, weights)
+    model.load_state_dict(weights)  # as train.py resumes: full weights into the model before any sharding
     parallel.load_full_optimizer_state(model, optimizer,
                                        torch.load(two_ranks / "fsdp_optimizer.pt", weights_only=True))
     train_step(model, optimizer, STEPS)
