@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nanodllm import sampler
+
 __all__ = ["predicted_eos_position", "true_position_rank", "eos_position_metrics", "termination_rate",
            "response_length", "mean_absolute_error", "mean_relative_error", "pearson", "wasserstein_1d",
            "length_metrics", "accuracy", "repetition_rate", "generative_perplexity"]
@@ -41,17 +43,11 @@ def _mean(a) -> float:
 # First-step EOS prediction
 
 def predicted_eos_position(eos_prob, eos_is_argmax) -> np.ndarray:
-    """Where the model puts EOS after one pass: the first position whose argmax token is EOS, falling back to
-    the position of highest P(EOS) in rows where EOS is nowhere the argmax. eos_prob, eos_is_argmax: (N, L).
-
-    Why the first EOS-argmax: a model trained on [text + EOS + EOS...] (LLaDA's SFT) puts P(EOS) near 1 at every
-    tail position, so the argmax over positions lands anywhere in the tail; the first EOS-argmax is the boundary
-    itself. A model trained with a single EOS (dLLM-Var) spreads P(EOS) over the plausible end positions and may
-    never make it the top-1 token: then the most likely end position is its guess. This is the rule
-    nanodllm.sampler.length_bound_generate uses to cut its canvas.
-    """
-    eos_prob, eos_is_argmax = _numpy(eos_prob), _numpy(eos_is_argmax).astype(bool)
-    return np.where(eos_is_argmax.any(axis=1), eos_is_argmax.argmax(axis=1), eos_prob.argmax(axis=1))
+    """(N,) where the model puts EOS after one pass: the rule of nanodllm.sampler.predicted_eos_position (which
+    the length-bound sampler cuts its canvas by), on (N, L) arrays or tensors."""
+    guess = sampler.predicted_eos_position(torch.as_tensor(_numpy(eos_prob)),
+                                           torch.as_tensor(_numpy(eos_is_argmax).astype(bool)))
+    return guess.numpy()
 
 
 def true_position_rank(eos_prob, true_len) -> np.ndarray:

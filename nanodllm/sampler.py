@@ -319,6 +319,18 @@ def _first_true(b):
     return torch.where(b, torch.arange(n, device=b.device), n).min(dim=-1).values
 
 
+def predicted_eos_position(eos_score, eos_is_top1):
+    """Where the model puts EOS after one pass, per row: the first position whose top token is EOS, else the
+    position where EOS is most likely. eos_score (B, n): P(EOS) or any increasing function of it; eos_is_top1
+    (B, n) bool.
+
+    Why the first EOS-top-1: a model trained on [text + EOS + EOS...] (LLaDA's SFT) puts P(EOS) near 1 at every
+    tail position, so the most likely position lands anywhere in the tail; the first EOS-top-1 is the boundary
+    itself. A model trained with a single EOS (dLLM-Var) spreads P(EOS) over the plausible ends and may never
+    make it the top token: then its most likely end is its guess."""
+    return torch.where(eos_is_top1.any(dim=-1), _first_true(eos_is_top1), eos_score.argmax(dim=-1))
+
+
 def next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
@@ -553,7 +565,7 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
         logits = model(x, positions=positions, attn_mask=key_mask, logits_at=_last_columns(P, total)).float()
         eos_top1 = logits.argmax(dim=-1) == cfg.eos_id  # (B, max_length)
         log_p_eos = logits[..., cfg.eos_id] - logits.logsumexp(dim=-1)
-        end = torch.where(eos_top1.any(dim=-1), _first_true(eos_top1), log_p_eos.argmax(dim=-1))
+        end = predicted_eos_position(log_p_eos, eos_top1)
         bounds = [min(next_power_of_two(e + 1), max_length) for e in end.tolist()]  # +1: the EOS itself
         del logits, log_p_eos
 
