@@ -14,9 +14,14 @@ token that precedes every document in its training stream.
 
 --show redraws the canvas in the terminal after every step: masks are dim blocks, the tokens committed in that
 step are highlighted, and the block sampler reveals its canvas one block at a time.
+
+--trace_out=PATH records the same canvases to a JSON file, which nanodllm/plots.py draws as a figure:
+    python sample.py --init_from=out/dllm_var --prompt="Tom had a red ball." --trace_out=trace.json
+    python -m nanodllm.plots --block_decoding trace.json --out block_decoding.png
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,6 +104,8 @@ def parse_args(argv=None):
     g = p.add_argument_group("display")
     g.add_argument("--show", action="store_true", help="draw the denoising live in the terminal")
     g.add_argument("--show_delay", type=_non_negative_float, default=0.03, help="seconds between frames")
+    g.add_argument("--trace_out", default=None, metavar="PATH",
+                   help="write every step's canvas to this JSON file (python -m nanodllm.plots --block_decoding)")
     args = p.parse_args(argv)
     if args.prompt is not None and args.prompt_file is not None:
         p.error("give --prompt or --prompt_file, not both")
@@ -167,24 +174,58 @@ class LiveView:
 
 
 # -----------------------------------------------------------------------------
+# --trace_out: the canvases, kept for a figure
+
+class TraceRecorder:
+    """A trace callback that keeps a copy of every step's canvas: frames[step][row] = that row's generated tokens
+    (mask id where still masked; a finished row keeps its final output)."""
+
+    def __init__(self):
+        self.frames = []
+
+    def __call__(self, canvas):
+        self.frames.append([list(row) for row in canvas])  # the sampler reuses its lists between steps
+
+
+def _call_all(callbacks):
+    """One trace callback that calls each of callbacks in turn, or None when there are none (the samplers then
+    skip building the canvas altogether)."""
+    if not callbacks:
+        return None
+
+    def trace(canvas):
+        for callback in callbacks:
+            callback(canvas)
+    return trace
+
+
+# -----------------------------------------------------------------------------
+
+SAMPLER_FUNCTIONS = {"block": block_diffusion_generate, "llada": llada_generate,
+                     "length_bound": length_bound_generate, "ar": autoregressive_generate}
+
+
+def sampler_knobs(sampler, args) -> dict:
+    """The keyword arguments the chosen sampler is called with, besides the generator and the trace. --trace_out
+    records them, so a figure can say how its tokens were made."""
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if sampler == "block":
+        return dict(block_size=args.block_size, threshold=args.threshold, steps_per_block=args.steps_per_block,
+                    max_new_tokens=args.max_new_tokens, cache=not args.no_cache, **sampling)
+    if sampler == "llada":
+        return dict(gen_length=args.gen_length, steps=args.steps or args.gen_length,
+                    block_length=args.block_length or args.gen_length, temperature=args.temperature,
+                    remasking=args.remasking)
+    if sampler == "length_bound":
+        return dict(max_length=args.max_length, steps=args.steps, temperature=args.temperature,
+                    remasking=args.remasking)
+    return dict(max_new_tokens=args.max_new_tokens, cache=not args.no_cache, **sampling)
+
 
 def generate(model, sampler, prompts, args, generator, trace):
     """One batch through the chosen sampler -> (completions, stats)."""
-    common = dict(generator=generator, trace=trace)
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    if sampler == "block":
-        return block_diffusion_generate(model, prompts, block_size=args.block_size, threshold=args.threshold,
-                                        steps_per_block=args.steps_per_block, max_new_tokens=args.max_new_tokens,
-                                        cache=not args.no_cache, **sampling, **common)
-    if sampler == "llada":
-        return llada_generate(model, prompts, gen_length=args.gen_length, steps=args.steps or args.gen_length,
-                              block_length=args.block_length or args.gen_length, temperature=args.temperature,
-                              remasking=args.remasking, **common)
-    if sampler == "length_bound":
-        return length_bound_generate(model, prompts, max_length=args.max_length, steps=args.steps,
-                                     temperature=args.temperature, remasking=args.remasking, **common)
-    return autoregressive_generate(model, prompts, max_new_tokens=args.max_new_tokens, cache=not args.no_cache,
-                                   **sampling, **common)
+    return SAMPLER_FUNCTIONS[sampler](model, prompts, generator=generator, trace=trace,
+                                      **sampler_knobs(sampler, args))
 
 
 def main(argv=None):
@@ -220,16 +261,20 @@ def main(argv=None):
     print(f"{args.init_from}{step_info}: {cfg.attention} model, {model.num_params() / 1e6:.1f}M parameters, "
           f"sampler {sampler}, {len(jobs)} samples on {device} ({dtype})")
 
-    results, parts = [], []
+    results, parts, calls = [], [], []
     for b in range(0, len(jobs), args.batch_size):
         batch = jobs[b:b + args.batch_size]
-        trace = None
+        callbacks = []
         if args.show:
-            trace = LiveView(tok, cfg.mask_id, [texts[i] for i, _ in batch],
-                             f"{sampler}: samples {b + 1}-{b + len(batch)} of {len(jobs)}", args.show_delay)
+            callbacks.append(LiveView(tok, cfg.mask_id, [texts[i] for i, _ in batch],
+                                      f"{sampler}: samples {b + 1}-{b + len(batch)} of {len(jobs)}", args.show_delay))
+        if args.trace_out:
+            callbacks.append(TraceRecorder())
+            calls.append({"samples": list(range(b, b + len(batch))), "frames": callbacks[-1].frames})
         try:
             with autocast(device, dtype):
-                out, stats = generate(model, sampler, [ids for _, ids in batch], args, generator, trace)
+                out, stats = generate(model, sampler, [ids for _, ids in batch], args, generator,
+                                      _call_all(callbacks))
         except ValueError as e:  # a bad combination of knobs, or a prompt too long for the model
             sys.exit(f"error: {e}")
         results += [(i, o, f) for (i, _), o, f in zip(batch, out, stats.finished)]
@@ -242,6 +287,14 @@ def main(argv=None):
         print(f"{texts[i]}\033[1m{tok.decode(completion)}\033[0m" if sys.stdout.isatty()
               else texts[i] + tok.decode(completion))
     print(f"\n{GenerationStats.combine(parts)}")
+    if args.trace_out:
+        # One entry per generate call (a batch): its rows are the samples it lists, in order.
+        trace = {"sampler": sampler, "knobs": sampler_knobs(sampler, args), "mask_id": cfg.mask_id,
+                 "eos_id": cfg.eos_id, "samples": [{"prompt": texts[i], "prompt_ids": ids} for i, ids in jobs],
+                 "calls": calls}
+        Path(args.trace_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.trace_out).write_text(json.dumps(trace))
+        print(f"wrote {sum(len(c['frames']) for c in calls)} steps of canvases to {args.trace_out}")
 
 
 if __name__ == "__main__":

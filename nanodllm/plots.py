@@ -4,10 +4,12 @@ imported only when drawing).
     python -m nanodllm.plots out/tiny/log.jsonl --out assets/tiny_loss.png
     python -m nanodllm.plots out/a/log.jsonl out/b/log.jsonl --labels a b --out assets/compare.png
     python -m nanodllm.plots --masking data/tinystories --out assets/masking.png   # what each recipe masks
+    python -m nanodllm.plots --block_decoding trace.json --out assets/block_decoding.png   # sample.py --trace_out
 """
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 
@@ -100,6 +102,100 @@ def masking_figure(data_dir, out_png, seq_len=256, t=0.5, seed=0):
                                      f"pack samples, eos_pad pads one")
 
 
+# How a sampler fills its canvas, one cell per (step, position): a sample.py --trace_out file drawn as a grid.
+DECODE_STATES = ("not on the canvas", "masked", "committed earlier", "committed at this step", "EOS")
+DECODE_COLORS = ("#ffffff", "#dddddd", "#4c72b0", "#f0a030", "#d62728")
+
+
+def read_trace(trace) -> dict:
+    """A trace written by sample.py --trace_out (a path), or the dict it holds, checked to hold frames."""
+    if not isinstance(trace, dict):
+        if not Path(trace).is_file():
+            raise FileNotFoundError(f"trace {trace} not found (sample.py --trace_out writes one)")
+        trace = json.loads(Path(trace).read_text())
+    if not any(call["frames"] for call in trace.get("calls", [])):
+        raise ValueError("the trace holds no frames (sample.py --trace_out records one per sampler step)")
+    return trace
+
+
+def sample_frames(trace: dict, sample: int) -> list[list[int]]:
+    """One sample's generated tokens at every step of the generate call (batch) that held it."""
+    for call in trace["calls"]:
+        if sample in call["samples"]:
+            row = call["samples"].index(sample)
+            return [frame[row] for frame in call["frames"]]
+    raise ValueError(f"sample {sample} is not in the trace, which holds samples 0..{len(trace['samples']) - 1}")
+
+
+def decoding_states(frames, mask_id: int, eos_id: int):
+    """frames (per step, a row's tokens; rows grow as blocks open and shrink when cut after EOS) -> (steps, width)
+    indices into DECODE_STATES. A token is new at a step if the position was masked, or absent, the step before."""
+    import numpy as np
+    states = np.zeros((len(frames), max(len(f) for f in frames)), dtype=int)  # 0: not on the canvas
+    prev = []
+    for step, frame in enumerate(frames):
+        for j, t in enumerate(frame):
+            if t == mask_id:
+                states[step, j] = 1
+            elif t == eos_id:
+                states[step, j] = 4
+            else:
+                states[step, j] = 3 if j >= len(prev) or prev[j] == mask_id else 2
+        prev = frame
+    return states
+
+
+def plot_block_decoding(trace, out_png, sample=0, max_columns=160, title=""):
+    """One sample's decoding, step by step: x = position in the generated text, y = step (top to bottom), each
+    cell coloured by DECODE_STATES, thin black lines at block boundaries, and the prompt and final text below.
+
+    With the block sampler, blocks fill left to right, a confident model commits several tokens in one step, and
+    the row ends at the step that commits its EOS. The columns shown run to the end of the block holding the
+    first EOS (or to the end of the output), at most max_columns; the steps shown end at the sample's last
+    change (other rows of its batch may decode on). trace: a sample.py --trace_out path, or its dict."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    from nanodllm.tokenizer import get_tokenizer
+    trace = read_trace(trace)
+    frames = sample_frames(trace, sample)
+    mask_id, eos_id, knobs = trace["mask_id"], trace["eos_id"], trace["knobs"]
+    block = knobs.get("block_size") or knobs.get("block_length")  # the block sampler's, or LLaDA's semi-AR blocks
+    final = frames[-1]
+    length = final.index(eos_id) + 1 if eos_id in final else len(final)
+    width = min(-(-length // block) * block if block else length, max_columns, max(len(f) for f in frames))
+    shown = [f[:width] for f in frames]
+    steps = 1 + max((s for s in range(1, len(shown)) if shown[s] != shown[s - 1]), default=0)
+    states = decoding_states(frames[:steps], mask_id, eos_id)[:, :width]
+
+    tok = get_tokenizer()
+    text = tok.decode(final[:min(length, width)]) + (" ..." if length > width else "")
+    caption = "\n".join([textwrap.fill("prompt: " + trace["samples"][sample]["prompt"], 140),
+                         textwrap.fill("output: " + text, 140)])
+    lines = caption.count("\n") + 1
+    grid_h, text_h = min(8.0, max(2.0, 0.12 * steps)), 0.16 * lines
+    plt = _pyplot()
+    fig, (ax, ax_text) = plt.subplots(2, 1, figsize=(12, grid_h + text_h + 1.4),
+                                      gridspec_kw={"height_ratios": [grid_h, text_h]})
+    ax.imshow(states, cmap=ListedColormap(DECODE_COLORS), vmin=0, vmax=len(DECODE_COLORS) - 1, aspect="auto",
+              interpolation="nearest", extent=(-0.5, width - 0.5, steps + 0.5, 0.5))  # step 1 at the top
+    if block:
+        for x in range(block, width, block):
+            ax.axvline(x - 0.5, color="black", lw=0.8)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.get_major_locator().set_params(integer=True)
+    ax.set(xlabel="position in the generated text (tokens)", ylabel="step (one forward pass)")
+    handles = [Patch(facecolor=c, edgecolor="#999999", label=k) for c, k in zip(DECODE_COLORS, DECODE_STATES)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    settings = ", ".join(f"{k}={v}" for k, v in knobs.items() if v is not None)
+    shown_note = f" (the first {width} shown)" if length > width else ""
+    ax.set_title(title or f"{trace['sampler']} sampler, sample {sample}: {length} tokens"
+                          f"{' to EOS' if eos_id in final else ''}{shown_note}, {steps} steps\n{settings}",
+                 fontsize=10)
+    ax_text.axis("off")
+    ax_text.text(0, 1, caption, va="top", ha="left", fontsize=8, parse_math=False, transform=ax_text.transAxes)
+    _save(fig, out_png)
+
+
 def _pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed), imported only when drawing."""
     import matplotlib
@@ -182,6 +278,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", nargs="*", help="log.jsonl files written by train.py")
     p.add_argument("--masking", metavar="DATA_DIR", help="draw the recipes' masks on a prepared data directory")
+    p.add_argument("--block_decoding", metavar="TRACE", help="draw one sample of a sample.py --trace_out file")
+    p.add_argument("--sample", type=int, default=0, help="--block_decoding: which sample of the trace")
+    p.add_argument("--max_columns", type=int, default=160, help="--block_decoding: at most this many positions")
     p.add_argument("--labels", nargs="*", help="one label per log (default: the log's folder name)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--title", default="")
@@ -190,8 +289,15 @@ def main(argv=None):
         masking_figure(args.masking, args.out)
         print(f"wrote {args.out}")
         return
+    if args.block_decoding:
+        try:
+            plot_block_decoding(args.block_decoding, args.out, args.sample, args.max_columns, args.title)
+        except (OSError, ValueError) as e:  # no such file, or a trace without that sample or without frames
+            p.error(str(e))
+        print(f"wrote {args.out}")
+        return
     if not args.logs:
-        p.error("give log.jsonl files, or --masking DATA_DIR")
+        p.error("give log.jsonl files, --masking DATA_DIR or --block_decoding TRACE")
     labels = args.labels or [Path(p).parent.name for p in args.logs]
     if len(labels) != len(args.logs):
         p.error(f"{len(args.logs)} logs but {len(labels)} labels")
