@@ -125,6 +125,9 @@ class KVCache(nn.Module):
     [0, length + T). Only `commit(n)` makes the first n of them permanent; uncommitted ones are scratch that the
     next pass overwrites. That is all dLLM-Var's cache needs: steps inside a block commit nothing, and the pass
     that holds [finished block, next all-mask block] commits the finished block.
+
+    A pass recorded as a CUDA graph (nanodllm/cuda_graphs.py) cannot depend on the Python int `length`: it sets
+    `slots`, a (T,) tensor of the columns to write, and attends over the whole buffer under its own mask.
     """
 
     def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, dtype, device):
@@ -133,6 +136,7 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.length = 0  # committed positions (a Python int: slicing by it needs no GPU sync)
+        self.slots = None  # set only during a fixed-shape pass: where its new keys/values go
 
     @classmethod
     def for_model(cls, model, batch_size, max_len):
@@ -143,6 +147,10 @@ class KVCache(nn.Module):
 
     def update(self, layer: int, k, v):
         """Writes k, v (B, K, T, D) after the committed prefix; returns all keys/values to attend over."""
+        if self.slots is not None:  # a fixed-shape pass: the caller's mask hides the columns not written yet
+            self.k[layer].index_copy_(2, self.slots, k)
+            self.v[layer].index_copy_(2, self.slots, v)
+            return self.k[layer], self.v[layer]  # (B, K, max_len, D)
         end = self.length + k.shape[2]
         if end > self.k.shape[3]:
             raise RuntimeError(f"KV cache overflow: {end} positions > max_len {self.k.shape[3]}")

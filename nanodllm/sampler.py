@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from nanodllm.cuda_graphs import GraphedForward
 from nanodllm.model import KVCache, block_causal_mask
 
 __all__ = ["GenerationStats", "block_diffusion_generate", "llada_generate", "length_bound_generate",
@@ -196,9 +197,14 @@ def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
     return x, P, n_pad, key_mask, positions
 
 
-def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv):
+def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv, keep_shape=False):
     """Drops finished rows from everything a forward pass reads (canvas, masks, cache), so they stop costing
-    compute -> (rows, x, key_mask, positions) of the rows still running."""
+    compute -> (rows, x, key_mask, positions) of the rows still running.
+
+    keep_shape (CUDA graphs, which replay fixed shapes): finished rows stay in the batch and ride along, their
+    output already taken; only their entry in `rows` becomes None."""
+    if keep_shape:
+        return [None if done else r for r, done in zip(rows, done_rows)], x, key_mask, positions
     keep = [j for j, done in enumerate(done_rows) if not done]
     rows = [rows[j] for j in keep]
     if rows:
@@ -213,6 +219,32 @@ def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv):
 
 def _window(t, a: int, b: int):
     return None if t is None else t[:, a:b]
+
+
+def _live(rows, device):
+    """(B,) bool: which batch rows still run (rows[j] is None for one that finished and rides along)."""
+    return torch.tensor([r is not None for r in rows], device=device)
+
+
+def _fixed_shape_pass(x, key_mask, positions, segments, a: int, end: int):
+    """Inputs of a pass over columns [a, end) of the canvas x (B, W) whose shapes do not depend on how far
+    decoding has got, as a CUDA graph needs (nanodllm/cuda_graphs.py) -> (positions (B, T),
+    attn_mask (B, 1, T, W), slots (T,)).
+
+    The keys are the whole cache (W columns); the mask hides the columns not written yet (>= end), keeps key
+    padding and block-causal segments as _block_attention does, and lets each token see itself."""
+    B, W = x.shape
+    cols = torch.arange(W, device=x.device)
+    q = cols[a:end]
+    mask = (cols < end)[None, :]  # (1, W)
+    if segments is not None:
+        mask = mask & block_causal_mask(segments[a:end], segments)  # (T, W)
+    mask = mask[None, None]  # (1, 1, T or 1, W)
+    if key_mask is not None:
+        mask = mask & key_mask[:, None, None, :]
+    mask = mask | (cols[None, :] == q[:, None])  # (B or 1, 1, T, W)
+    pos = _window(positions, a, end) if positions is not None else q.expand(B, -1)
+    return pos, mask.expand(B, 1, end - a, W), q
 
 
 def _check_prompts(prompts, config, sampler: str):
@@ -360,7 +392,7 @@ def _block_attention(key_mask, segments, a: int, end: int):
 @_sampling_mode
 def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, steps_per_block=None,
                              max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True,
-                             generator=None, trace=None):
+                             cuda_graphs=False, generator=None, trace=None):
     """dLLM-Var's sampler: decode blocks of block_size masks left to right until each row commits its EOS.
 
     Inside a block, each step is one forward pass and commits:
@@ -379,6 +411,12 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
     it); with block_causal attention it is exact. cache=False recomputes everything (prompt + finished blocks +
     current block) every step: the reference the cache is tested against.
 
+    cuda_graphs (needs the cache): every pass after the first has one of two shapes, a block alone or a finished
+    block with the next one, so each is recorded once as a CUDA graph and replayed (nanodllm/cuda_graphs.py):
+    a small model then stops waiting on Python to launch its kernels. Finished rows stay in the batch (a
+    replay cannot change its shape); they ride along, uncounted. On the CPU the same fixed-shape passes run
+    eagerly: same tokens, no speed-up.
+
     Stopping: a row is finished once its first EOS is committed and every position before it is committed too
     (nothing earlier can still turn into an earlier EOS). That can happen mid-block; the row's output is cut
     after the EOS, the row is dropped from the batch and from the cache, and it costs nothing more. Rows of a
@@ -396,6 +434,8 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if steps_per_block is not None and steps_per_block < 1:
         raise ValueError(f"steps_per_block must be >= 1, got {steps_per_block}")
+    if cuda_graphs and not cache:
+        raise ValueError("cuda_graphs needs cache=True: without the cache every pass is longer than the last")
     _check_sampling(temperature, top_k, top_p)
     device = _device(model)
     x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
@@ -406,8 +446,10 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
         g = torch.arange(total, device=device) - P  # index into the generated text
         segments = torch.where(g < 0, 0, g.div(block_size, rounding_mode="floor") + 1)
     kv = KVCache.for_model(model, B, total) if cache else None
+    graphed = GraphedForward(model, kv) if cuda_graphs else None
 
-    rows = list(range(B))  # the original row of each row still in the batch
+    rows = list(range(B))  # the original row of each batch row; None once it finished (cuda_graphs only)
+    live = _live(rows, device)
     out, finished = [None] * B, [False] * B
     canvas = [[] for _ in range(B)]
     nfe = row_nfe = 0
@@ -420,10 +462,15 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
             schedule = num_transfer_tokens(n, steps_per_block) if steps_per_block else None
             for step in itertools.count():
                 a = kv.length if kv is not None else 0  # first column fed: everything not cached
-                logits = model(x[:, a:end], positions=_window(positions, a, end),
-                               attn_mask=_block_attention(key_mask, segments, a, end), kv_cache=kv,
-                               logits_at=_last_columns(end - n - a, end - a))  # (B, n, V): this block only
-                nfe, row_nfe = nfe + 1, row_nfe + len(rows)
+                at = _last_columns(end - n - a, end - a)  # the output head on this block only
+                if graphed is None or a == 0:  # the first pass (prompt + block) is run eagerly: one of a kind
+                    logits = model(x[:, a:end], positions=_window(positions, a, end),
+                                   attn_mask=_block_attention(key_mask, segments, a, end), kv_cache=kv,
+                                   logits_at=at)  # (B, n, V)
+                else:
+                    pos, mask, slots = _fixed_shape_pass(x, key_mask, positions, segments, a, end)
+                    logits = graphed(x[:, a:end], positions=pos, attn_mask=mask, slots=slots, logits_at=at)
+                nfe, row_nfe = nfe + 1, row_nfe + sum(r is not None for r in rows)
                 if kv is not None:
                     kv.commit(start - kv.length)  # everything before this block: prompt, or the finished block
 
@@ -444,7 +491,8 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
                 masked, eos = block == cfg.mask_id, block == cfg.eos_id
                 by_eos = _first_true(eos) < _first_true(masked)  # an EOS with nothing masked before it
                 done = (by_eos | ~masked.any(dim=-1)) if end == total else by_eos  # or the cap is reached
-                block_open = (masked.any(dim=-1) & ~done).any()
+                done &= live
+                block_open = (masked.any(dim=-1) & ~done & live).any()
                 any_done, block_open = torch.stack([done.any(), block_open]).tolist()  # the step's one sync
 
                 if any_done:
@@ -454,11 +502,15 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
                         if done_rows[j]:
                             out[r], finished[r] = trim_at_eos(generated[j], cfg.eos_id), by_eos[j]
                             canvas[r] = out[r]
-                    rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv)
+                    rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv,
+                                                                    keep_shape=graphed is not None)
+                    live = _live(rows, device)
+                    rows = rows if any(r is not None for r in rows) else []
                 if trace is not None:
                     generated = x[:, P:end].tolist()
                     for j, r in enumerate(rows):
-                        canvas[r] = generated[j]
+                        if r is not None:
+                            canvas[r] = generated[j]
                     trace(canvas)
                 if not rows or not block_open:
                     break
@@ -472,7 +524,7 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
 
 @_sampling_mode
 def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128, temperature=0.0,
-                   remasking="low_confidence", generator=None, trace=None):
+                   remasking="low_confidence", cuda_graphs=False, generator=None, trace=None):
     """LLaDA's sampler (ML-GSAI/LLaDA generate.py), same semantics, written afresh.
 
     The canvas is the prompt plus gen_length masks, split into gen_length / block_length blocks decoded left to
@@ -488,6 +540,10 @@ def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128
     the prompt holds no mask (checked) and earlier blocks are complete (each block's schedule sums to its mask
     count), so only the current block is ever eligible, and we compute the output head there only. The tokens
     are the same; the baseline is, if anything, a little faster than LLaDA's own code.
+
+    cuda_graphs: the passes of a block all have the same shapes, so each block's pass is recorded once as a CUDA
+    graph and replayed (nanodllm/cuda_graphs.py); that gives the baseline the same launch savings as
+    block_diffusion_generate(cuda_graphs=True) when the two are compared.
 
     prompt: a (B, L) tensor as in LLaDA, or a list of token-id lists (left-padded, with a key-padding mask).
     """
@@ -506,6 +562,7 @@ def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128
     device = _device(model)
     x, P, n_pad, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
     B, total = x.shape
+    forward = GraphedForward(model) if cuda_graphs else model
 
     nfe = 0
     with _Timer(device) as timer:
@@ -513,7 +570,7 @@ def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128
             s, e = P + b * block_length, P + (b + 1) * block_length
             schedule = num_transfer_tokens((x[:, s:e] == cfg.mask_id).sum(dim=-1), steps_per_block)  # (B, S)
             for i in range(steps_per_block):
-                logits = model(x, positions=positions, attn_mask=key_mask, logits_at=_last_columns(s, e))
+                logits = forward(x, positions=positions, attn_mask=key_mask, logits_at=_last_columns(s, e))
                 nfe += 1
                 block = x[:, s:e]
                 masked = block == cfg.mask_id
@@ -599,12 +656,14 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
 
 @_sampling_mode
 def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-                            cache=True, generator=None, trace=None):
+                            cache=True, cuda_graphs=False, generator=None, trace=None):
     """Ordinary left-to-right decoding of a causal model: one token per forward pass.
 
     With cache=True (the baseline) the prompt is prefilled once into a preallocated KVCache, then each pass
     feeds only the newest token and commits it. cache=False recomputes the whole sequence every pass (the
     reference the cache is tested against). Rows stop independently at EOS and leave the batch and the cache.
+    cuda_graphs (needs the cache): every pass after the prefill has the same shape, one token per row, so it is
+    recorded once as a CUDA graph and replayed, as block_diffusion_generate does; finished rows ride along.
     """
     cfg = model.config
     if cfg.attention != "causal":
@@ -615,13 +674,17 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
     rows_in = prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
     if any(len(p) == 0 for p in rows_in):
         raise ValueError("autoregressive_generate: every prompt needs at least one token to condition on")
+    if cuda_graphs and not cache:
+        raise ValueError("cuda_graphs needs cache=True: without the cache every pass is longer than the last")
     device = _device(model)
     x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id,
                                                    "autoregressive_generate")
     B, total = x.shape
     kv = KVCache.for_model(model, B, total) if cache else None
+    graphed = GraphedForward(model, kv) if cuda_graphs else None
 
-    rows = list(range(B))
+    rows = list(range(B))  # the original row of each batch row; None once it finished (cuda_graphs only)
+    live = _live(rows, device)
     out, finished = [None] * B, [False] * B
     nfe = row_nfe = 0
     with _Timer(device) as timer:
@@ -638,24 +701,34 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
             done = tokens == cfg.eos_id
             if t == total:
                 done = torch.ones_like(done)
+            done &= live
             if done.any():  # the step's one sync
                 done_rows, generated = done.tolist(), x[:, P:t].tolist()
                 for j, r in enumerate(rows):
                     if done_rows[j]:
                         out[r] = trim_at_eos(generated[j], cfg.eos_id)
                         finished[r] = out[r][-1] == cfg.eos_id
-                rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv)
+                rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv,
+                                                                keep_shape=graphed is not None)
+                live = _live(rows, device)
+                rows = rows if any(r is not None for r in rows) else []
             if trace is not None:
                 canvas = [o or [] for o in out]
                 for j, r in enumerate(rows):
-                    canvas[r] = x[j, P:t].tolist()
+                    if r is not None:
+                        canvas[r] = x[j, P:t].tolist()
                 trace(canvas)
             if not rows:
                 break
             a = t - 1 if kv is not None else 0  # with the cache, only the newest token is new
-            logits = model(x[:, a:t], positions=_window(positions, a, t), attn_mask=_window(key_mask, 0, t),
-                           kv_cache=kv, logits_at=_last_columns(t - 1 - a, t - a))[:, 0]
-            nfe, row_nfe = nfe + 1, row_nfe + len(rows)
+            at = _last_columns(t - 1 - a, t - a)
+            if graphed is None:
+                logits = model(x[:, a:t], positions=_window(positions, a, t), attn_mask=_window(key_mask, 0, t),
+                               kv_cache=kv, logits_at=at)[:, 0]
+            else:
+                pos, mask, slots = _fixed_shape_pass(x, key_mask, positions, None, a, t)
+                logits = graphed(x[:, a:t], positions=pos, attn_mask=mask, slots=slots, logits_at=at)[:, 0]
+            nfe, row_nfe = nfe + 1, row_nfe + sum(r is not None for r in rows)
             if kv is not None:
                 kv.commit(1)
     stats = GenerationStats([len(o) for o in out], finished, nfe, row_nfe, timer.seconds)

@@ -1,0 +1,87 @@
+"""Tests of the samplers' fixed-shape passes (nanodllm/cuda_graphs.py).
+
+On the CPU the fixed-shape passes run eagerly: they must give exactly the tokens of the ordinary passes, with
+rows finishing at different times (finished rows ride along instead of leaving the batch). On a CUDA device the
+same passes are recorded as graphs and replayed; that test skips without CUDA.
+"""
+
+import pytest
+import torch
+
+from nanodllm.cuda_graphs import GraphedForward
+from nanodllm.sampler import autoregressive_generate, block_diffusion_generate, llada_generate
+from tests.test_sampler import EOS, PROMPTS, assert_clean, tiny_model, wrap_forward
+
+
+def eos_at_12(logits, positions):
+    """EOS at RoPE position 12: the rows' prompts have different lengths, so they stop after different numbers
+    of generated tokens, and at different steps."""
+    logits[..., EOS] = torch.where(positions == 12, 1e4, logits[..., EOS])  # no boolean indexing: no GPU sync
+    return logits
+
+
+def run_both(generate, model, **kw):
+    """(eager run, fixed-shape run) of one sampler, same seed."""
+    device = next(model.parameters()).device
+    return [generate(model, PROMPTS, cuda_graphs=graphs, generator=torch.Generator(device).manual_seed(0), **kw)
+            for graphs in (False, True)]
+
+
+def model_on(device, attention, seed=0, sharpen=30.0):
+    return tiny_model(attention, seed=seed, sharpen=sharpen).to(device)
+
+
+def check_same(runs):
+    (eager, s_eager), (fixed, s_fixed) = runs
+    assert fixed == eager
+    assert s_fixed.finished == s_eager.finished and s_fixed.nfe == s_eager.nfe
+    assert s_fixed.row_nfe == s_eager.row_nfe  # rows riding along are not counted
+    assert_clean(fixed, s_fixed)
+    return s_eager
+
+
+@pytest.mark.parametrize("attention", ["block_causal", "bidirectional"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_block_sampler_fixed_shapes_same_tokens(attention, seed):
+    model = model_on("cpu", attention, seed)
+    wrap_forward(model, eos_at_12)
+    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=44))
+    assert 0 < sum(stats.finished) and len(set(stats.tokens)) > 1  # rows did stop, at different places
+
+
+def test_ar_and_llada_fixed_shapes_same_tokens():
+    causal = model_on("cpu", "causal", sharpen=1.0)
+    wrap_forward(causal, eos_at_12)
+    # greedy: with sampling, rows that leave the batch change the shape of the noise drawn for the others
+    stats = check_same(run_both(autoregressive_generate, causal, max_new_tokens=30))
+    assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1
+    model = model_on("cpu", "bidirectional")
+    check_same(run_both(llada_generate, model, gen_length=32, steps=16, block_length=8))
+
+
+def test_fixed_shapes_need_the_cache():
+    with pytest.raises(ValueError, match="cache"):
+        block_diffusion_generate(tiny_model(), PROMPTS, cache=False, cuda_graphs=True)
+    with pytest.raises(ValueError, match="cache"):
+        autoregressive_generate(tiny_model("causal"), PROMPTS, max_new_tokens=4, cache=False, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
+    """On the GPU: the replays give the eager tokens, and the block sampler records exactly two graphs (a block
+    alone, a finished block with the next one) however many steps it takes."""
+    recorded = []
+    record = GraphedForward._record
+    monkeypatch.setattr(GraphedForward, "_record",
+                        lambda self, inputs, at: recorded.append(inputs["idx"].shape) or record(self, inputs, at))
+    model = model_on("cuda", "block_causal")
+    wrap_forward(model, eos_at_12)
+    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=48))
+    assert sorted(shape[1] for shape in recorded) == [8, 16] and stats.nfe > 3
+
+    recorded.clear()
+    causal = model_on("cuda", "causal", sharpen=1.0)
+    wrap_forward(causal, eos_at_12)
+    stats = check_same(run_both(autoregressive_generate, causal, max_new_tokens=30))
+    assert len(recorded) == 1 and stats.nfe > 3
+    check_same(run_both(llada_generate, model_on("cuda", "bidirectional"), gen_length=32, steps=16, block_length=8))
