@@ -1,0 +1,53 @@
+"""bench_sampler.py end to end on the CPU: tiny random checkpoints, TinyStories prompts, every sampler."""
+
+import json
+
+import pytest
+import torch
+
+import bench_sampler
+from nanodllm.checkpoint import save_checkpoint
+from nanodllm.config import TrainConfig, config_to_dict
+from nanodllm.training import build_model
+
+TINY = dict(dataset="tinystories", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, block_size=128, compile=False,
+            device="cpu")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_sampler")
+    for recipe in ("dllm_var", "ar"):
+        cfg = TrainConfig(recipe=recipe, **TINY)
+        torch.manual_seed(0)
+        save_checkpoint(root / recipe, 1, build_model(cfg), config_to_dict(cfg), {})
+    return root
+
+
+def test_every_sampler_and_the_speedups(checkpoints, tiny_data, tmp_path):
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--ar_init_from", str(checkpoints / "ar"),
+                        "--data_dir", str(tiny_data), "--n_prompts", "3", "--batch_sizes", "1,2",
+                        "--block_size", "8", "--max_new_tokens", "24", "--llada_gen_length", "16",
+                        "--llada_steps", "8", "--llada_block_length", "8", "--device", "cpu", "--out", str(out)])
+    r = json.loads(out.read_text())
+    rows = {(row["sampler"], row["batch_size"]): row for row in r["results"]}
+    assert set(rows) == {(s, b) for s in bench_sampler.SAMPLERS for b in (1, 2)}
+    for (name, b), row in rows.items():
+        assert row["n_prompts"] == 3 and 0 < row["mean_length"] <= 24
+        assert row["tokens_per_s"] > 0 and row["s_per_prompt"] > 0
+        mode = "_graphs" if name.endswith("_graphs") else ""
+        llada, ar = rows[("llada" + mode, b)], rows[("ar" + mode, b)]
+        assert row["time_speedup_vs_llada"] == pytest.approx(llada["s_per_prompt"] / row["s_per_prompt"])
+        assert row["tokens_per_s_vs_ar"] == pytest.approx(row["tokens_per_s"] / ar["tokens_per_s"])
+    assert rows[("llada", 1)]["nfe"] == 3 * 8  # the vanilla sampler: `steps` passes per prompt, no early stop
+    assert "time vs LLaDA" in r["table"]
+
+
+def test_no_ar_checkpoint_skips_both_ar_samplers(checkpoints, tiny_data, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
+                        "--n_prompts", "1", "--batch_sizes", "1", "--samplers", "block,ar,ar_graphs",
+                        "--block_size", "8", "--max_new_tokens", "8", "--device", "cpu", "--out", str(out)])
+    assert [row["sampler"] for row in json.loads(out.read_text())["results"]] == ["block"]
+    assert "skipping the autoregressive baseline" in capsys.readouterr().out
