@@ -50,7 +50,7 @@ WORDS = ("cat dog sun tree red blue green book bird fish milk ball car house app
 N_NUMBERS = 300  # numbers 0..299: each is a single GPT-2 token after a space (" 362" is the first that is not)
 MAX_LIST = 150  # most items in a list task (its prompt holds the list too)
 MAX_RUN = 300  # most items in a count or repeat response
-N_TRAIN, N_VAL = 20000, 500  # examples per split, by default
+N_TRAIN, N_VAL = 200_000, 500  # examples per split, by default: about 10.6M training tokens
 
 
 @dataclass(frozen=True)
