@@ -68,8 +68,8 @@ def test_fixed_shapes_need_the_cache():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
-    """On the GPU: the replays give the eager tokens, and the block sampler records exactly two graphs (a block
-    alone, a finished block with the next one) however many steps it takes."""
+    """On the GPU: the replays give the eager tokens, and each pass shape is recorded once, however many steps
+    take it: the block sampler has at most two (a block alone, a finished block with the next one)."""
     recorded = []
     record = GraphedForward._record
     monkeypatch.setattr(GraphedForward, "_record",
@@ -77,7 +77,8 @@ def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
     model = model_on("cuda", "block_causal")
     wrap_forward(model, eos_at_12)
     stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=48))
-    assert sorted(shape[1] for shape in recorded) == [8, 16] and stats.nfe > 3
+    assert len(recorded) == len(set(recorded)) and {shape[1] for shape in recorded} <= {8, 16}
+    assert stats.nfe > len(recorded) + 1  # the prefill is eager; the other passes replay
 
     recorded.clear()
     causal = model_on("cuda", "causal", sharpen=1.0)
