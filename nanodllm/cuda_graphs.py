@@ -46,7 +46,7 @@ class GraphedForward:
             self.graphs[key] = self._record(inputs, logits_at)
         buffers, logits, graph = self.graphs[key]
         for name, t in inputs.items():
-            if t is not None:
+            if t is not None:  # an input that is None was None at the recording too: the shapes key says so
                 buffers[name].copy_(t)
         graph.replay()
         return logits
@@ -62,7 +62,7 @@ class GraphedForward:
                 self.kv_cache.slots = None  # eager passes (the prefill) write after the committed length again
 
     def _record(self, inputs, logits_at):
-        buffers = {name: t.clone() for name, t in inputs.items() if t is not None}
+        buffers = {name: None if t is None else t.clone() for name, t in inputs.items()}
         # Autocast keeps low-precision copies of the weights in a cache that is emptied when the caller's autocast
         # region ends; a graph that recorded reads of those copies would replay reads of freed memory. Recording
         # with the cache off puts the casts inside the graph instead.

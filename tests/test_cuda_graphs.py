@@ -85,4 +85,9 @@ def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
     wrap_forward(causal, eos_at_12)
     stats = check_same(run_both(autoregressive_generate, causal, max_new_tokens=30))
     assert len(recorded) == 1 and stats.nfe > 3
-    check_same(run_both(llada_generate, model_on("cuda", "bidirectional"), gen_length=32, steps=16, block_length=8))
+    model = model_on("cuda", "bidirectional")
+    check_same(run_both(llada_generate, model, gen_length=32, steps=16, block_length=8))
+    same_length = [p[:1] for p in PROMPTS]  # no padding: positions and key mask are None
+    runs = [llada_generate(model, same_length, gen_length=32, steps=16, block_length=8, cuda_graphs=graphs)
+            for graphs in (False, True)]
+    assert runs[0][0] == runs[1][0]
