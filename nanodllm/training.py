@@ -50,10 +50,10 @@ def loss_function(cfg: TrainConfig):
     trip through memory in float32. The number of masked positions changes every step; letting the compiler
     treat it as a symbolic size keeps that one graph instead of a recompile per step.
 
-    Except under fp8: torchao's float8 tensors and that data-dependent size together did not finish compiling in
-    minutes (torchao 0.18, torch 2.11, 1B preset). Without the symbolic size the compiler splits the loss at the
-    masked gather: the transformer is one graph, the gather runs eagerly, the output head and cross-entropy
-    (which stay in bf16) are a second graph."""
+    Except under fp8: torchao's float8 tensors with that data-dependent size did not finish warming up in 170 s
+    (torchao 0.18, torch 2.11, 1B preset). Without the symbolic size the compiler splits the loss at the masked
+    gather: the transformer is one graph, the gather runs eagerly, the output head and cross-entropy (which stay
+    in bf16) are a second graph; that warms up in about two minutes on the 1B preset."""
     if not cfg.compile:
         return recipes.compute_loss
     torch._dynamo.config.capture_dynamic_output_shape_ops = not cfg.fp8
