@@ -41,6 +41,7 @@ class TrainConfig:
     pad_masked_perc: float = -1.0  # eos_pad: share of masked tokens drawn from the pads; <0 = mask them like text
     pad_anneal_steps: int = 0  # eos_pad: pad_masked_perc grows linearly from 0 over these optimizer steps
     overlong: str = "drop"  # eos_pad: a sample longer than a row is dropped or truncated
+    attention_scope: str = "row"  # packed rows: attend across the whole row (dLLM-Var) | only within the sample
     prompt_max_tokens: int = 64
     # model
     model: str = "tiny"  # a preset of nanodllm.model.PRESETS

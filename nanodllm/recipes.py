@@ -16,6 +16,11 @@ bound. dLLM-Var instead takes the plain mean over masked tokens.
               are targets too. Optionally (pad_masked_perc >= 0) a fixed share of the masked tokens is drawn from
               the pad region, that share annealed linearly from 0 over optimizer steps.
   ar          the autoregressive baseline: a causal model, next-token loss on the same packed stream.
+
+attention_scope="sample" is an ablation of packing, not a recipe: each token attends only to its own sample
+(prompt + response + EOS), where dLLM-Var lets it see the whole row. Under "row", the token after every EOS is
+the next sample's prompt, never masked: a model can learn "EOS comes right before a prompt", a cue that is
+absent when it generates. "sample" takes that cue away.
 """
 
 from dataclasses import dataclass
@@ -36,6 +41,11 @@ def loader_options(cfg: TrainConfig) -> dict:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {RECIPES}")
     if cfg.pad_token not in ("eos", "pad"):
         raise ValueError(f"pad_token must be 'eos' or 'pad', got {cfg.pad_token!r}")
+    if cfg.attention_scope not in ("row", "sample"):
+        raise ValueError(f"attention_scope must be 'row' or 'sample', got {cfg.attention_scope!r}")
+    if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar"):
+        raise ValueError("attention_scope='sample' is for the packed diffusion recipes (pretrain, dllm_var, "
+                         f"eos_random), not {cfg.recipe!r}")
     if cfg.recipe == "eos_pad":
         return dict(layout="pad", use_prompts=True, fill_id=EOS_ID if cfg.pad_token == "eos" else PAD_ID,
                     overlong=cfg.overlong)
@@ -53,6 +63,17 @@ class Example:
     loss_mask: torch.Tensor  # (B, T) bool: the positions in the loss
     weights: torch.Tensor  # (B, T) float: per-position weight (1/t for the ELBO)
     normalizer: torch.Tensor  # scalar: the loss is sum(weight * CE) / normalizer
+    attn_mask: torch.Tensor | None = None  # (B, 1, T, T) bool, True = may attend; None = the model's own mask
+
+
+def sample_attention(cfg: TrainConfig, tokens):
+    """attention_scope="sample": (B, 1, T, T) True where query and key belong to the same sample, else None.
+    A sample ends with its EOS, so sample ids are the number of EOS tokens before each position."""
+    if cfg.attention_scope == "row":
+        return None
+    ends = tokens == EOS_ID
+    sample = ends.long().cumsum(dim=1) - ends.long()  # (B, T): the EOS belongs to the sample it ends
+    return (sample[:, :, None] == sample[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
 
 
 def sample_t(batch_size, t_min, t_max, generator, device):
@@ -119,7 +140,7 @@ def make_example(cfg: TrainConfig, batch: Batch, step: int, generator, t=None) -
         weights, normalizer = (1.0 / t)[:, None].expand_as(tokens), maskable.sum()
     else:
         raise ValueError(f"loss_weighting must be 'elbo' or 'mean', got {cfg.loss_weighting!r}")
-    return Example(inputs, tokens, masked, weights, normalizer)
+    return Example(inputs, tokens, masked, weights, normalizer, sample_attention(cfg, tokens))
 
 
 def nll_bound_example(cfg: TrainConfig, batch: Batch, t, generator) -> Example:
@@ -134,11 +155,12 @@ def nll_bound_example(cfg: TrainConfig, batch: Batch, t, generator) -> Example:
     maskable, masked = diffusion_masks(cfg, batch, t, 0, generator, force_eos=False)
     text = ~batch.is_prompt & ~batch.is_pad
     inputs = torch.where(masked, MASK_ID, batch.tokens)
-    return Example(inputs, batch.tokens, masked & text, (1.0 / t)[:, None].expand_as(batch.tokens), text.sum())
+    return Example(inputs, batch.tokens, masked & text, (1.0 / t)[:, None].expand_as(batch.tokens), text.sum(),
+                   sample_attention(cfg, batch.tokens))
 
 
 def compute_loss(model, ex: Example):
     """sum over loss positions of weight * cross-entropy, / normalizer. Logits only where they are scored."""
-    logits = model(ex.inputs, logits_at=ex.loss_mask)  # (N, V)
+    logits = model(ex.inputs, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
     ce = F.cross_entropy(logits.float(), ex.targets[ex.loss_mask], reduction="none")  # (N,)
     return (ce * ex.weights[ex.loss_mask]).sum() / ex.normalizer.clamp(min=1)

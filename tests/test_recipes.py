@@ -144,3 +144,30 @@ def test_nll_bound_scores_text_tokens_only():
     ex = recipes.nll_bound_example(cfg(recipe="dllm_var"), batch, t, torch.Generator().manual_seed(0))
     assert not ex.loss_mask[batch.is_prompt].any() and ex.normalizer == (~batch.is_prompt).sum()
     assert torch.allclose(ex.weights[:, 0], 1 / t)
+
+
+def test_sample_scoped_attention_hides_the_other_samples():
+    """attention_scope="sample": a sample's logits do not depend on the samples packed next to it (the next
+    prompt is hidden); under "row" (dLLM-Var) they do."""
+    tokens = torch.tensor([[5, 6, 7, EOS_ID, 8, 9, EOS_ID, 10, 11]])
+    other = tokens.clone()
+    other[0, 4:] = torch.tensor([20, 21, 22, 23, 24])  # the samples after the first one changed
+    no = torch.zeros_like(tokens, dtype=torch.bool)
+    model = tiny_model().eval()
+    first = []
+    for scope in ("row", "sample"):
+        cfg = TrainConfig(recipe="dllm_var", attention_scope=scope)
+        recipes.loader_options(cfg)
+        logits = []
+        for toks in (tokens, other):
+            ex = recipes.make_example(cfg, Batch(toks, no, no), 0, torch.Generator().manual_seed(0),
+                                      t=torch.tensor([0.5]))
+            with torch.no_grad():
+                logits.append(model(toks, attn_mask=ex.attn_mask)[0, :4])  # the first sample, its EOS included
+        first.append(torch.allclose(*logits, atol=1e-6))
+    assert first == [False, True]
+    sample = recipes.sample_attention(TrainConfig(attention_scope="sample"), tokens)[0, 0]
+    assert sample[3, :4].all() and not sample[3, 4:].any()  # the EOS sees its own sample only
+    assert sample[4, 4:7].all() and not sample[4, :4].any() and not sample[4, 7:].any()
+    with pytest.raises(ValueError, match="attention_scope"):
+        recipes.loader_options(TrainConfig(recipe="eos_pad", attention_scope="sample"))
