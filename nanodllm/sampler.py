@@ -199,12 +199,15 @@ def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
 
 def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv, keep_shape=False):
     """Drops finished rows from everything a forward pass reads (canvas, masks, cache), so they stop costing
-    compute -> (rows, x, key_mask, positions) of the rows still running.
+    compute -> (rows, live, x, key_mask, positions) of the rows still running; rows is [] once none runs, and
+    live (B,) bool marks the batch rows still running.
 
     keep_shape (CUDA graphs, which replay fixed shapes): finished rows stay in the batch and ride along, their
-    output already taken; only their entry in `rows` becomes None."""
+    output already taken; only their entry in `rows` becomes None, and live is False there."""
     if keep_shape:
-        return [None if done else r for r, done in zip(rows, done_rows)], x, key_mask, positions
+        rows = [None if done else r for r, done in zip(rows, done_rows)]
+        live = torch.tensor([r is not None for r in rows], device=x.device)
+        return (rows if any(r is not None for r in rows) else []), live, x, key_mask, positions
     keep = [j for j, done in enumerate(done_rows) if not done]
     rows = [rows[j] for j in keep]
     if rows:
@@ -214,16 +217,11 @@ def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv, keep_shape=Fal
         positions = None if positions is None else positions.index_select(0, keep_t)
         if kv is not None:
             kv.keep_rows(keep_t)
-    return rows, x, key_mask, positions
+    return rows, torch.ones(len(rows), dtype=torch.bool, device=x.device), x, key_mask, positions
 
 
 def _window(t, a: int, b: int):
     return None if t is None else t[:, a:b]
-
-
-def _live(rows, device):
-    """(B,) bool: which batch rows still run (rows[j] is None for one that finished and rides along)."""
-    return torch.tensor([r is not None for r in rows], device=device)
 
 
 def _fixed_shape_pass(x, key_mask, positions, segments, a: int, end: int):
@@ -449,7 +447,7 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
     graphed = GraphedForward(model, kv) if cuda_graphs else None
 
     rows = list(range(B))  # the original row of each batch row; None once it finished (cuda_graphs only)
-    live = _live(rows, device)
+    live = torch.ones(B, dtype=torch.bool, device=device)  # the batch rows still running
     out, finished = [None] * B, [False] * B
     canvas = [[] for _ in range(B)]
     nfe = row_nfe = 0
@@ -502,10 +500,8 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
                         if done_rows[j]:
                             out[r], finished[r] = trim_at_eos(generated[j], cfg.eos_id), by_eos[j]
                             canvas[r] = out[r]
-                    rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv,
-                                                                    keep_shape=graphed is not None)
-                    live = _live(rows, device)
-                    rows = rows if any(r is not None for r in rows) else []
+                    rows, live, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask,
+                                                                          positions, kv, graphed is not None)
                 if trace is not None:
                     generated = x[:, P:end].tolist()
                     for j, r in enumerate(rows):
@@ -684,7 +680,7 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
     graphed = GraphedForward(model, kv) if cuda_graphs else None
 
     rows = list(range(B))  # the original row of each batch row; None once it finished (cuda_graphs only)
-    live = _live(rows, device)
+    live = torch.ones(B, dtype=torch.bool, device=device)  # the batch rows still running
     out, finished = [None] * B, [False] * B
     nfe = row_nfe = 0
     with _Timer(device) as timer:
@@ -708,10 +704,8 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
                     if done_rows[j]:
                         out[r] = trim_at_eos(generated[j], cfg.eos_id)
                         finished[r] = out[r][-1] == cfg.eos_id
-                rows, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions, kv,
-                                                                keep_shape=graphed is not None)
-                live = _live(rows, device)
-                rows = rows if any(r is not None for r in rows) else []
+                rows, live, x, key_mask, positions = _keep_unfinished(done_rows, rows, x, key_mask, positions,
+                                                                      kv, graphed is not None)
             if trace is not None:
                 canvas = [o or [] for o in out]
                 for j, r in enumerate(rows):
