@@ -15,7 +15,12 @@ the baseline run the same way. For each sampler and batch size it reports
     mean length       generated tokens per row;
     termination rate  share of rows that ended with EOS before the length cap;
     s/prompt          wall time per prompt, and the end-to-end speed-up it gives over LLaDA's vanilla sampler
-                      (dLLM-Var's 30x claim) and over the autoregressive baseline, both run the same way.
+                      (dLLM-Var's 30x claim) and over the autoregressive baseline, both run the same way;
+    quality           the generative perplexity of the responses under the autoregressive baseline as judge
+                      (lower = text the judge finds more likely; the AR rows are the judge's own greedy output,
+                      so theirs is flattered) and their 4-gram repetition rate (1 - distinct / total 4-grams).
+The block sampler's speed comes from committing every position above --thresholds at once, and a lower threshold
+commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off.
 Warm-up is excluded: each (sampler, batch size) first runs once on a short generation, so CUDA kernels, cuBLAS
 handles and the caching allocator are ready. Each timed call synchronises CUDA before and after.
 
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from nanodllm import metrics
 from nanodllm.sampler import (GenerationStats, autoregressive_generate, block_diffusion_generate,
                               llada_generate)
 from nanodllm.system import Dist, autocast, pick_device
@@ -48,7 +54,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Benchmark the samplers' decoding speed.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--init_from", required=True, help="the diffusion (dLLM-Var) checkpoint")
-    p.add_argument("--ar_init_from", default=None, help="the autoregressive baseline checkpoint (optional)")
+    p.add_argument("--ar_init_from", default=None, help="the autoregressive baseline checkpoint, also the judge "
+                   "of quality (optional)")
     p.add_argument("--prompt_file", default=None, help="one prompt per line, instead of the dataset's")
     p.add_argument("--data_dir", default="data/tinystories", help="prepared data to take prompts from")
     p.add_argument("--split", default="val")
@@ -58,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS}")
     p.add_argument("--block_size", type=int, default=64)
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each")
     p.add_argument("--max_new_tokens", type=int, default=1024, help="cap of the block and ar samplers")
     p.add_argument("--llada_gen_length", type=int, default=1024)
     p.add_argument("--llada_steps", type=int, default=1024)
@@ -73,6 +80,10 @@ def parse_args(argv=None):
         args.batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
     except ValueError:
         p.error(f"--batch_sizes must be comma-separated integers, got {args.batch_sizes!r}")
+    try:
+        args.thresholds = [float(t) for t in args.thresholds.split(",")]
+    except ValueError:
+        p.error(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}")
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     unknown = set(args.samplers) - set(SAMPLERS)
     if unknown:
@@ -86,8 +97,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1")
     if min(args.batch_sizes) < 1:
         p.error("batch sizes must be >= 1")
-    if not 0 <= args.threshold <= 1:
-        p.error("--threshold must be in [0, 1]")
+    if not all(0 <= t <= 1 for t in args.thresholds):
+        p.error("--thresholds must be in [0, 1]")
     if args.llada_gen_length % args.llada_block_length or \
             args.llada_steps % (args.llada_gen_length // args.llada_block_length):
         p.error("--llada_gen_length must be a multiple of --llada_block_length, and --llada_steps a multiple "
@@ -129,13 +140,14 @@ def load(path, device, max_seq_len):
         sys.exit(f"error: cannot load {path}: {type(e).__name__}: {e}")
 
 
-def run_sampler(name, model, prompts, args, warmup=False):
-    """One call of sampler `name` on a batch; a warm-up call generates only a little."""
+def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
+    """One call of sampler `name` on a batch (the block samplers at `threshold`); a warm-up call generates only a
+    little."""
     g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
     common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
-        return block_diffusion_generate(model, prompts, block_size=args.block_size, threshold=args.threshold,
+        return block_diffusion_generate(model, prompts, block_size=args.block_size, threshold=threshold,
                                         max_new_tokens=n, cache=name != "block_nocache", **common)
     if name.startswith("llada"):
         if warmup:
@@ -147,14 +159,28 @@ def run_sampler(name, model, prompts, args, warmup=False):
     return autoregressive_generate(model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens, **common)
 
 
-def bench(name, model, prompts, batch_size, args, device, dtype) -> GenerationStats:
+def bench(name, model, prompts, batch_size, args, device, dtype, threshold=None):
+    """-> (prompts, completions, stats) of sampler `name` over all prompts in batches of batch_size."""
     if len(prompts) < batch_size:  # too few prompts for one full batch: repeat them
         prompts = (prompts * math.ceil(batch_size / len(prompts)))[:batch_size]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+    completions, parts = [], []
     with autocast(device, dtype):
-        run_sampler(name, model, batches[0], args, warmup=True)
-        parts = [run_sampler(name, model, b, args)[1] for b in batches]
-    return GenerationStats.combine(parts)
+        run_sampler(name, model, batches[0], args, threshold, warmup=True)
+        for b in batches:
+            out, stats = run_sampler(name, model, b, args, threshold)
+            completions += out
+            parts.append(stats)
+    return prompts, completions, GenerationStats.combine(parts)
+
+
+def quality(judge, prompts, completions, eos_id, device, dtype) -> dict:
+    """Judge perplexity (None without a judge) and 4-gram repetition of the responses (completions minus EOS)."""
+    responses = [c[:metrics.response_length(c, eos_id)] for c in completions]
+    ppl = None
+    if judge is not None:
+        ppl = metrics.judge_perplexity(judge, prompts, responses, autocast_ctx=autocast(device, dtype))["ppl"]
+    return dict(judge_ppl=ppl, repetition=metrics.repetition_rate(responses))
 
 
 def check_fits(name, model, prompts, args):
@@ -180,12 +206,14 @@ def add_speedups(rows, batch_size):
 
 
 def markdown(rows) -> str:
-    lines = ["| sampler | batch | tokens/s | NFE/token | mean length | terminated | s/prompt | "
-             "time vs LLaDA | tokens/s vs AR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sampler | batch | tokens/s | NFE/token | mean length | terminated | judge ppl | rep-4 | s/prompt | "
+             "time vs LLaDA | tokens/s vs AR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     x = lambda v: f"{v:.1f}x" if v else "-"
+    ppl = lambda v: f"{v:.1f}" if v is not None else "-"
     for r in rows:
         lines.append(f"| {r['label']} | {r['batch_size']} | {r['tokens_per_s']:.1f} | {r['nfe_per_token']:.3f} | "
-                     f"{r['mean_length']:.1f} | {r['termination_rate']:.0%} | {r['s_per_prompt']:.3f} | "
+                     f"{r['mean_length']:.1f} | {r['termination_rate']:.0%} | {ppl(r['judge_ppl'])} | "
+                     f"{r['repetition']:.2f} | {r['s_per_prompt']:.3f} | "
                      f"{x(r['time_speedup_vs_llada'])} | {x(r['tokens_per_s_vs_ar'])} |")
     return "\n".join(lines)
 
@@ -202,9 +230,9 @@ def main(argv=None):
     diffusion, info = load(args.init_from, device, needed)
     if diffusion.config.attention == "causal":
         sys.exit(f"error: {args.init_from} is a causal model; --init_from takes the diffusion model")
-    ar = None
-    if any(name.startswith("ar") for name in args.samplers):
-        ar, ar_info = load(args.ar_init_from, device, needed)
+    ar = None  # the autoregressive baseline, also the judge of every sampler's text
+    if args.ar_init_from:
+        ar, _ = load(args.ar_init_from, device, needed)
         if ar.config.attention != "causal":
             sys.exit(f"error: {args.ar_init_from} is not a causal model")
     for name in args.samplers:
@@ -218,13 +246,18 @@ def main(argv=None):
     for batch_size in args.batch_sizes:
         for name in args.samplers:
             use = prompts[:args.llada_prompts] if name.startswith("llada") and args.llada_prompts else prompts
-            t0 = time.time()
-            stats = bench(name, models[name], use, batch_size, args, device, dtype)
-            row = dict(sampler=name, label=LABELS[name], batch_size=batch_size, n_prompts=len(stats.tokens),
-                       s_per_prompt=stats.seconds / len(stats.tokens),
-                       **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")})
-            rows.append(row)
-            print(f"  batch {batch_size:>3} {LABELS[name]:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
+            for threshold in args.thresholds if name.startswith("block") else [None]:
+                label = LABELS[name] + (f", threshold {threshold}" if len(args.thresholds) > 1 and threshold
+                                        is not None else "")
+                t0 = time.time()
+                used, completions, stats = bench(name, models[name], use, batch_size, args, device, dtype,
+                                                 threshold)
+                row = dict(sampler=name, label=label, threshold=threshold, batch_size=batch_size,
+                           n_prompts=len(stats.tokens), s_per_prompt=stats.seconds / len(stats.tokens),
+                           **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")},
+                           **quality(ar, used, completions, diffusion.config.eos_id, device, dtype))
+                rows.append(row)
+                print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
         add_speedups(rows, batch_size)
 
     table = markdown(rows)

@@ -272,16 +272,10 @@ def score_responses(completions, pairs, args, judge, autocast_ctx) -> tuple[dict
         out["exact_match"] = metrics.accuracy([s["exact_match"] for s in scores])
         out["exact_length"] = metrics.accuracy([s["exact_length"] for s in scores])
     if judge is not None:
-        out["judge"] = judge_perplexity(judge, [p for p, _ in pairs], responses, args.batch_size, autocast_ctx)
+        out["judge"] = metrics.judge_perplexity(judge, [p for p, _ in pairs], responses, args.batch_size,
+                                                autocast_ctx)
         out["gen_ppl"] = out["judge"]["ppl"]
     return out, responses
-
-
-def judge_perplexity(judge, prompts, responses, batch_size, autocast_ctx) -> dict:
-    """metrics.generative_perplexity with each prompt preceded by EOS: in its packed training stream the judge saw
-    every document start right after the previous one's EOS, so that is the context it knows a prompt in."""
-    eos = get_tokenizer().eos_id
-    return metrics.generative_perplexity(judge, [[eos] + p for p in prompts], responses, batch_size, autocast_ctx)
 
 
 def validation_nll(model, info, args, device, autocast_ctx) -> dict | None:
@@ -454,7 +448,7 @@ def main(argv=None):
     reference = dict(mean_length=float(np.mean(ref_lengths)),
                      repetition=metrics.repetition_rate(references), gen_ppl=None)
     if judge is not None:
-        reference["judge"] = judge_perplexity(judge, prompts, references, args.batch_size, autocast_ctx)
+        reference["judge"] = metrics.judge_perplexity(judge, prompts, references, args.batch_size, autocast_ctx)
         reference["gen_ppl"] = reference["judge"]["ppl"]
 
     # ---- generation, scored like the references ----

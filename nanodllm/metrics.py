@@ -26,7 +26,8 @@ from nanodllm import sampler
 
 __all__ = ["predicted_eos_position", "true_position_rank", "eos_position_metrics", "termination_rate",
            "response_length", "mean_absolute_error", "mean_relative_error", "pearson", "wasserstein_1d",
-           "length_metrics", "accuracy", "repetition_rate", "generative_perplexity"]
+           "length_metrics", "accuracy", "repetition_rate", "generative_perplexity",
+           "judge_perplexity"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -208,3 +209,10 @@ def generative_perplexity(judge, prompts, responses, batch_size: int = 16, autoc
     mean_nll = nll / tokens if tokens else float("nan")
     return dict(ppl=math.exp(min(mean_nll, 50.0)) if tokens else float("nan"), nll=mean_nll, tokens=tokens,
                 truncated=truncated)
+
+
+def judge_perplexity(judge, prompts, responses, batch_size: int = 16, autocast_ctx=None) -> dict:
+    """generative_perplexity with each prompt preceded by EOS: in its packed training stream the judge saw every
+    document start right after the previous one's EOS, so that is the context it knows a prompt in."""
+    eos = judge.config.eos_id
+    return generative_perplexity(judge, [[eos] + list(p) for p in prompts], responses, batch_size, autocast_ctx)

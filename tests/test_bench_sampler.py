@@ -41,7 +41,26 @@ def test_every_sampler_and_the_speedups(checkpoints, tiny_data, tmp_path):
         assert row["time_speedup_vs_llada"] == pytest.approx(llada["s_per_prompt"] / row["s_per_prompt"])
         assert row["tokens_per_s_vs_ar"] == pytest.approx(row["tokens_per_s"] / ar["tokens_per_s"])
     assert rows[("llada", 1)]["nfe"] == 3 * 8  # the vanilla sampler: `steps` passes per prompt, no early stop
-    assert "time vs LLaDA" in r["table"]
+    assert "time vs LLaDA" in r["table"] and "judge ppl" in r["table"]
+    for row in r["results"]:  # quality, judged by the AR checkpoint
+        assert row["judge_ppl"] > 1 and 0 <= row["repetition"] <= 1
+
+
+def test_a_threshold_sweep_runs_the_block_samplers_at_each(checkpoints, tiny_data, tmp_path):
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--ar_init_from", str(checkpoints / "ar"),
+                        "--data_dir", str(tiny_data), "--n_prompts", "2", "--batch_sizes", "2",
+                        "--samplers", "block,ar", "--thresholds", "1.0,0.0", "--block_size", "8",
+                        "--max_new_tokens", "16", "--device", "cpu", "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [(row["sampler"], row["threshold"]) for row in rows] == [("block", 1.0), ("block", 0.0), ("ar", None)]
+    strict, eager = rows[0], rows[1]
+    # threshold 1: no probability exceeds 1, so each pass commits only its one most confident position (>= 1 pass
+    # per kept token); threshold 0: every masked position is committed in the block's first pass
+    assert strict["nfe_per_token"] >= 1
+    assert eager["nfe"] <= 2 * 2 and eager["nfe_per_token"] < 0.2
+    assert "threshold 0.0" in eager["label"]
+    assert eager["tokens_per_s_vs_ar"] == pytest.approx(eager["tokens_per_s"] / rows[2]["tokens_per_s"])
 
 
 def test_no_ar_checkpoint_skips_both_ar_samplers(checkpoints, tiny_data, tmp_path, capsys):

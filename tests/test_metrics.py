@@ -107,6 +107,13 @@ def test_generative_perplexity_equals_a_direct_computation():
     assert out["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-4)
 
 
+def test_judge_perplexity_reads_each_prompt_after_an_eos():
+    judge = tiny_model(attention="causal").eval()
+    eos = judge.config.eos_id
+    direct = metrics.generative_perplexity(judge, [[eos, 10, 11], [eos, 12]], [[30, 31], [32]])
+    assert metrics.judge_perplexity(judge, [[10, 11], [12]], [[30, 31], [32]]) == direct
+
+
 def test_generative_perplexity_needs_a_causal_judge():
     with pytest.raises(ValueError, match="causal"):
         metrics.generative_perplexity(tiny_model(), [[1]], [[2]])
