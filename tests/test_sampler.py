@@ -122,6 +122,22 @@ def test_batch_equals_each_prompt_alone(attention):
     assert batch == alone
 
 
+@pytest.mark.parametrize("sampler", ["llada", "autoregressive"])
+def test_baselines_batch_equals_each_prompt_alone(sampler):
+    """The same for the baselines: LLaDA's vanilla sampler (whose full-canvas passes see the padding as keys)
+    and the AR sampler with its cache, eager and with the fixed-shape passes of cuda_graphs."""
+    if sampler == "llada":
+        model, runs = tiny_model("bidirectional"), [dict(gen_length=16, steps=8, block_length=8)]
+        generate = llada_generate
+    else:
+        model, runs = tiny_model("causal"), [dict(max_new_tokens=12), dict(max_new_tokens=12, cuda_graphs=True)]
+        generate = autoregressive_generate
+    for kw in runs:
+        batch, _ = generate(model, PROMPTS, **kw)
+        alone = [generate(model, [p], **kw)[0][0] for p in PROMPTS]
+        assert batch == alone
+
+
 # -----------------------------------------------------------------------------
 # Stopping
 
