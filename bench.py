@@ -2,10 +2,16 @@
 
     python bench.py config/gpt2.py --batch_size=32 --gradient_accumulation_steps=1
     python bench.py config/gpt2.py --steps=30 --warmup=10 --json=bench.json
+    python bench.py config/gpt2.py --model=1b --fp8=tensorwise --linears=1   # each Linear alone, bf16 vs fp8
 
 It runs exactly the training step of train.py (the recipe's masking, the loss with logits only at the masked
-positions, backward, clipping, AdamW) on random tokens, so no data preparation is needed. --steps and --warmup
-are the benchmark's own flags; every other flag is a training config key.
+positions, backward, clipping, AdamW) on random tokens, so no data preparation is needed. --steps, --warmup,
+--json and --linears are the benchmark's own flags; every other flag is a training config key.
+
+--linears=1 times instead each distinct Linear shape of the model alone (forward + backward over batch_size x
+block_size tokens), as training runs it (fp32 weights under autocast, compiled when compile=True), in plain
+autocast and under the config's fp8 recipe. That is the ceiling of the model's own fp8 speed-up: attention, the
+norms, the bf16 output head and the optimizer get no faster, so the whole step gains less than its Linears do.
 """
 
 import json
@@ -22,7 +28,7 @@ from nanodllm.training import build_model, configure_optimizer, loss_function
 
 def split_bench_flags(argv):
     """Takes --steps, --warmup and --json out of argv; the rest are training config arguments."""
-    own = dict(steps=20, warmup=5, json="")
+    own = dict(steps=20, warmup=5, json="", linears=0)
     rest = []
     for arg in argv:
         key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
@@ -31,6 +37,54 @@ def split_bench_flags(argv):
         else:
             rest.append(arg)
     return own, rest
+
+
+def time_it(fn, steps: int, warmup: int, device) -> tuple[float, float]:
+    """(seconds per call of fn, seconds of the warm-up): `warmup` calls first, where compilation and autotuning
+    happen, outside the timed ones; peak memory is counted from the timed calls."""
+    t0 = time.time()
+    for _ in range(warmup):
+        fn()
+    system.synchronize(device)
+    warmup_s = time.time() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.time()
+    for _ in range(steps):
+        fn()
+    system.synchronize(device)
+    return (time.time() - t0) / steps, warmup_s
+
+
+def bench_linears(cfg, model, device, own) -> list[dict]:
+    """Forward + backward of each distinct Linear shape of the model (the output head, never in fp8, left out),
+    alone, in autocast and under cfg.fp8 -> one row per shape and mode."""
+    head = model.transformer.ff_out
+    shapes = sorted({(m.in_features, m.out_features) for m in model.modules()
+                     if isinstance(m, torch.nn.Linear) and m is not head})
+    tokens = cfg.batch_size * cfg.block_size
+    rows = []
+    for k, n in shapes:
+        x = torch.randn(tokens, k, device=device, requires_grad=True)
+        times = {}
+        for mode in ["autocast"] + ([cfg.fp8] if cfg.fp8 else []):
+            torch.manual_seed(cfg.seed)
+            layer = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).to(device)
+            if mode != "autocast":
+                parallel.fp8_linears(layer, mode)
+            run = torch.compile(layer) if cfg.compile else layer
+
+            def step():
+                with system.autocast(device, cfg.dtype):
+                    y = run(x)
+                y.float().sum().backward()
+
+            times[mode] = time_it(step, own["steps"], own["warmup"], device)[0]
+            rows.append(dict(tokens=tokens, in_features=k, out_features=n, mode=mode, ms=1000 * times[mode],
+                             tflops=6 * tokens * k * n / times[mode] / 1e12,
+                             speedup=times["autocast"] / times[mode]))
+            print(json.dumps(rows[-1]))
+    return rows
 
 
 def main(argv):
@@ -43,6 +97,12 @@ def main(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
 
     model = build_model(cfg).to(device)
+    if own["linears"]:
+        rows = bench_linears(cfg, model, device, own)
+        if own["json"]:
+            with open(own["json"], "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        return rows
     if cfg.fp8:
         parallel.apply_fp8(model, cfg.fp8)
     if cfg.activation_checkpointing:
@@ -65,30 +125,18 @@ def main(argv):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    t_compile = time.time()
-    for _ in range(own["warmup"]):  # compilation and autotuning happen here, outside the timed steps
-        train_step()
-    system.synchronize(device)
-    t_compile = time.time() - t_compile
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.time()
-    for _ in range(own["steps"]):
-        train_step()
-    system.synchronize(device)
-    dt = time.time() - t0
-
-    tokens_per_s = own["steps"] * cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps / dt
+    step_s, warmup_s = time_it(train_step, own["steps"], own["warmup"], device)
+    tokens_per_s = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps / step_s
     peak = system.peak_flops(device)
     result = dict(
         model=cfg.model, recipe=cfg.recipe, attention=model.config.attention, params_m=model.num_params() / 1e6,
         batch_size=cfg.batch_size, block_size=cfg.block_size, accumulation=cfg.gradient_accumulation_steps,
         dtype=cfg.dtype if device.type == "cuda" else "float32", fp8=cfg.fp8 or None, compile=cfg.compile,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        tokens_per_s=round(tokens_per_s), ms_per_step=1000 * dt / own["steps"],
+        tokens_per_s=round(tokens_per_s), ms_per_step=1000 * step_s,
         mfu=model.flops_per_token(cfg.block_size) * tokens_per_s / peak if peak else None,
         peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        warmup_s=t_compile, steps=own["steps"],
+        warmup_s=warmup_s, steps=own["steps"],
     )
     print(json.dumps(result))
     if own["json"]:

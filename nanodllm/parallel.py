@@ -34,16 +34,14 @@ PARALLEL_KINDS = ("ddp", "fsdp")
 FP8_RECIPES = ("", "tensorwise", "rowwise")  # "" = off
 
 
-def apply_fp8(model: Transformer, recipe: str):
-    """Float8 training (torchao): each Linear's matmuls in fp8 with dynamic scales, while the weights and
-    optimizer stay as they are. "tensorwise" scales each tensor by one number (fastest); "rowwise" by one per
-    row (more accurate, a little slower). Call after model.to(device).
-
-    Kept in bf16: the output head (the logits feed the loss directly and are the most sensitive to rounding)
-    and any Linear whose dimensions are not multiples of 16, which fp8 matmuls (torch._scaled_mm) require."""
+def fp8_linears(module: torch.nn.Module, recipe: str, keep=lambda linear: False):
+    """Float8 training (torchao): the matmuls of each Linear in `module` in fp8 with dynamic scales, while the
+    weights and optimizer stay as they are. "tensorwise" scales each tensor by one number (fastest); "rowwise" by
+    one per row (more accurate, slower). Kept as they are: the Linears `keep` picks, and any whose dimensions are
+    not multiples of 16, which fp8 matmuls (torch._scaled_mm) require. Call after moving the module to its GPU."""
     if recipe not in FP8_RECIPES[1:]:
         raise ValueError(f"fp8 recipe must be one of {FP8_RECIPES[1:]}, got {recipe!r}")
-    device = model.transformer.wte.weight.device
+    device = next(module.parameters()).device
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
         raise RuntimeError(f"fp8 training needs an NVIDIA GPU of compute capability 8.9 or more (H100, H200, L40S, "
@@ -52,13 +50,19 @@ def apply_fp8(model: Transformer, recipe: str):
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
         raise RuntimeError("fp8 training needs torchao: pip install torchao") from e
-    head = model.transformer.ff_out
 
     def in_fp8(linear, fqn):
-        return linear is not head and linear.in_features % 16 == 0 and linear.out_features % 16 == 0
+        return not keep(linear) and linear.in_features % 16 == 0 and linear.out_features % 16 == 0
 
-    convert_to_float8_training(model, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=in_fp8)
-    return model
+    convert_to_float8_training(module, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=in_fp8)
+    return module
+
+
+def apply_fp8(model: Transformer, recipe: str):
+    """fp8_linears on the model, except the output head, kept in bf16: the logits feed the loss directly and are
+    the most sensitive to rounding."""
+    head = model.transformer.ff_out
+    return fp8_linears(model, recipe, keep=lambda linear: linear is head)
 
 
 def apply_activation_checkpointing(model: Transformer):
