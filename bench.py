@@ -10,8 +10,9 @@ positions, backward, clipping, AdamW) on random tokens, so no data preparation i
 
 --linears=1 times instead each distinct Linear shape of the model alone (forward + backward over batch_size x
 block_size tokens), as training runs it (fp32 weights under autocast, compiled when compile=True), in plain
-autocast and under the config's fp8 recipe. That is the ceiling of the model's own fp8 speed-up: attention, the
-norms, the bf16 output head and the optimizer get no faster, so the whole step gains less than its Linears do.
+autocast and under the config's fp8 recipe. That roughly caps the model's own fp8 speed-up: attention, the norms,
+the bf16 output head and the optimizer get no faster (roughly: in the whole model the compiler can fuse some of
+fp8's casts into neighbouring operations, which a Linear alone cannot).
 """
 
 import json
