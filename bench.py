@@ -28,7 +28,7 @@ from nanodllm.training import build_model, configure_optimizer, loss_function
 
 
 def split_bench_flags(argv):
-    """Takes --steps, --warmup and --json out of argv; the rest are training config arguments."""
+    """Takes --steps, --warmup, --json and --linears out of argv; the rest are training config arguments."""
     own = dict(steps=20, warmup=5, json="", linears=0)
     rest = []
     for arg in argv:
