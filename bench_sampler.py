@@ -120,13 +120,7 @@ def load_prompts(args) -> list[list[int]]:
         except Exception as e:
             sys.exit(f"error: cannot read prompts from {args.data_dir} ({type(e).__name__}: {e}); prepare the "
                      f"data (python data/tinystories/prepare.py) or pass --prompt_file")
-        prompts = []
-        for i in range(split.n_docs):  # documents whose first sentence is a prompt
-            n = int(split.prompt_lens[i])
-            if n > 0:
-                prompts.append(split.doc(i)[:n].tolist())
-            if len(prompts) == args.n_prompts:
-                break
+        prompts = [prompt for prompt, _ in split.prompt_pairs(args.n_prompts)]
     if not prompts:
         sys.exit("error: no prompts found")
     return prompts[:args.n_prompts]

@@ -169,10 +169,7 @@ def load_pairs(dataset: str, data_dir: Path, n: int) -> list[tuple[list[int], li
     if prepared != dataset:
         fail(f"{data_dir} holds prepared {prepared!r} data, not {dataset!r}: pass --data {prepared}, or the "
              f"--data_dir of the {dataset} data")
-    pairs = []
-    for i in np.flatnonzero(split.prompt_lens > 0)[:n]:
-        doc, p = split.doc(int(i)).tolist(), int(split.prompt_lens[i])
-        pairs.append((doc[:p], doc[p:-1]))  # the last token is the document's EOS
+    pairs = split.prompt_pairs(n)
     if not pairs:
         fail(f"{data_dir}: no validation document has a prompt")
     return pairs

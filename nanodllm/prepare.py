@@ -276,6 +276,15 @@ class PreparedSplit:
         """Document i's tokens, its trailing EOS included."""
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
 
+    def prompt_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
+        """(prompt, response) token lists of the first n documents that have a prompt; the response without the
+        document's trailing EOS. What the samplers are benchmarked and evaluated on."""
+        pairs = []
+        for i in np.flatnonzero(self.prompt_lens > 0)[:n]:
+            doc, p = self.doc(int(i)).tolist(), int(self.prompt_lens[i])
+            pairs.append((doc[:p], doc[p:-1]))
+        return pairs
+
 
 def load_split(data_dir, split: str) -> PreparedSplit:
     files = _files(split, data_dir)

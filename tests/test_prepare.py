@@ -57,6 +57,10 @@ def test_tokens_offsets_prompts_and_counts(tmp_path):
     assert meta["train"] == {"n_docs": 5, "n_tokens": len(train.tokens), "n_no_prompt": 1, "n_empty_response": 1}
     assert meta["val"] == {"n_docs": 2, "n_tokens": len(val.tokens), "n_no_prompt": 1, "n_empty_response": 0}
     assert (meta["eos_id"], meta["mask_id"], meta["pad_id"], meta["vocab_size"]) == (50256, 50257, 50258, 50304)
+    # prompt_pairs: documents with a prompt only, split at the prompt, without the trailing EOS
+    with_prompt = [(ids, p) for ids, p in expected[:5] if p > 0]
+    assert train.prompt_pairs(99) == [(ids[:p], ids[p:-1]) for ids, p in with_prompt]
+    assert train.prompt_pairs(1) == train.prompt_pairs(99)[:1]
 
 
 def test_gzip_and_plain_give_identical_output(tmp_path):
