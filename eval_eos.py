@@ -206,7 +206,7 @@ def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, se
     probs, tops = [], []
     for b in tqdm(range(0, len(pairs), batch_size), desc=f"first step, {reveal:.0%} revealed", unit="batch"):
         chunk = pairs[b:b + batch_size]
-        x, P, _, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
+        x, P, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
         for i, (_, response) in enumerate(chunk):
             shown = torch.as_tensor(rng.choice(len(response), size=round(reveal * len(response)), replace=False),
                                     dtype=torch.long, device=device)

@@ -185,8 +185,8 @@ def _padding(n_pad, total: int, padded: bool):
 
 def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
     """The prompts checked, left-padded and followed by n_new `fill_id` tokens, with the key mask and per-row
-    positions that make every row compute as if it were alone -> (x (B, P + n_new), P, n_pad (B,), key_mask,
-    positions); key_mask and positions are None when no row is padded."""
+    positions that make every row compute as if it were alone -> (x (B, P + n_new), P, key_mask, positions);
+    key_mask and positions are None when no row is padded."""
     cfg = model.config
     _check_prompts(prompts, cfg, caller)
     idx, n_pad, padded = left_pad(prompts, cfg.pad_id, _device(model))
@@ -194,7 +194,7 @@ def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
     _check_length(P + n_new, cfg, caller)
     x = torch.cat([idx, idx.new_full((B, n_new), fill_id)], dim=1)
     key_mask, positions = _padding(n_pad, P + n_new, padded)
-    return x, P, n_pad, key_mask, positions
+    return x, P, key_mask, positions
 
 
 def _keep_unfinished(done_rows, rows, x, key_mask, positions, kv, keep_shape=False):
@@ -436,8 +436,8 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
         raise ValueError("cuda_graphs needs cache=True: without the cache every pass is longer than the last")
     _check_sampling(temperature, top_k, top_p)
     device = _device(model)
-    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
-                                                   "block_diffusion_generate")
+    x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
+                                            "block_diffusion_generate")
     B, total = x.shape
     segments = None
     if cfg.attention == "block_causal":
@@ -556,7 +556,7 @@ def llada_generate(model, prompt, *, gen_length=128, steps=128, block_length=128
     steps_per_block = steps // num_blocks
     _check_sampling(temperature, None, None)
     device = _device(model)
-    x, P, n_pad, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
+    x, P, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
     B, total = x.shape
     forward = GraphedForward(model) if cuda_graphs else model
 
@@ -610,7 +610,7 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = _device(model)
-    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_length, cfg.mask_id, "length_bound_generate")
+    x, P, key_mask, positions = make_canvas(model, prompts, max_length, cfg.mask_id, "length_bound_generate")
     B, total = x.shape
     prompt_rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(p) for p in prompts]
 
@@ -673,8 +673,8 @@ def autoregressive_generate(model, prompts, *, max_new_tokens, temperature=0.0, 
     if cuda_graphs and not cache:
         raise ValueError("cuda_graphs needs cache=True: without the cache every pass is longer than the last")
     device = _device(model)
-    x, P, n_pad, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id,
-                                                   "autoregressive_generate")
+    x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id,
+                                            "autoregressive_generate")
     B, total = x.shape
     kv = KVCache.for_model(model, B, total) if cache else None
     graphed = GraphedForward(model, kv) if cuda_graphs else None
