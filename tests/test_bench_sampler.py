@@ -70,3 +70,10 @@ def test_no_ar_checkpoint_skips_both_ar_samplers(checkpoints, tiny_data, tmp_pat
                         "--block_size", "8", "--max_new_tokens", "8", "--device", "cpu", "--out", str(out)])
     assert [row["sampler"] for row in json.loads(out.read_text())["results"]] == ["block"]
     assert "skipping the autoregressive baseline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("thresholds, message", [("0.9,high", "comma-separated numbers"), ("0.9,1.5", "in \\[0, 1\\]")])
+def test_bad_thresholds_are_refused(thresholds, message, capsys):
+    with pytest.raises(SystemExit):
+        bench_sampler.parse_args(["--init_from", "x", "--thresholds", thresholds])
+    assert message.replace("\\", "") in capsys.readouterr().err
