@@ -13,14 +13,19 @@ bound. dLLM-Var instead takes the plain mean over masked tokens.
               where each sample ends (what lets block decoding stop by itself).
   eos_random  the control: like dllm_var, but EOS is masked with probability t like any other token.
   eos_pad     LLaDA SFT / the DiffuGPT project: one sample per row, [prompt, response, EOS, pad...]; the pads
-              are targets too. Optionally (pad_masked_perc >= 0) a fixed share of the masked tokens is drawn from
-              the pad region, that share annealed linearly from 0 over optimizer steps.
+              are targets too. Optionally (pad_masked_perc >= 0) the text is masked at rate t and pads are
+              added to the masked tokens until they are a fixed share of them, that share annealed linearly
+              from 0 over optimizer steps.
   ar          the autoregressive baseline: a causal model, next-token loss on the same packed stream.
 
 attention_scope="sample" is an ablation of packing, not a recipe: each token attends only to its own sample
 (prompt + response + EOS), where dLLM-Var lets it see the whole row. Under "row", the token after every EOS is
 the next sample's prompt, never masked: a model can learn "EOS comes right before a prompt", a cue that is
 absent when it generates. "sample" takes that cue away.
+
+packing="best_fit" is another ablation of packing (nanodllm/data.py): samples are kept whole, so no response
+and no EOS is ever trained without the prompt that fixes its length, which "stream" packing (dLLM-Var's) does
+to every sample that straddles two rows.
 """
 
 from dataclasses import dataclass
@@ -29,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from nanodllm.config import TrainConfig
-from nanodllm.data import Batch
+from nanodllm.data import PACKINGS, Batch
 from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID
 
 RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar")
@@ -46,10 +51,17 @@ def loader_options(cfg: TrainConfig) -> dict:
     if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar"):
         raise ValueError("attention_scope='sample' is for the packed diffusion recipes (pretrain, dllm_var, "
                          f"eos_random), not {cfg.recipe!r}")
+    if not 0 < cfg.t_min <= cfg.t_max <= 1:
+        raise ValueError(f"noise levels need 0 < t_min <= t_max <= 1, got t_min={cfg.t_min}, t_max={cfg.t_max}")
+    if cfg.pad_masked_perc >= 1:
+        raise ValueError(f"pad_masked_perc is a share of the masked tokens, below 1; got {cfg.pad_masked_perc}")
+    if cfg.packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, got {cfg.packing!r}")
     if cfg.recipe == "eos_pad":
         return dict(layout="pad", use_prompts=True, fill_id=EOS_ID if cfg.pad_token == "eos" else PAD_ID,
                     overlong=cfg.overlong)
-    return dict(layout="pack", use_prompts=cfg.recipe in ("dllm_var", "eos_random"), fill_id=PAD_ID)
+    return dict(layout="pack", packing=cfg.packing, use_prompts=cfg.recipe in ("dllm_var", "eos_random"),
+                fill_id=PAD_ID, overlong=cfg.overlong)
 
 
 def default_attention(recipe: str) -> str:
@@ -81,48 +93,57 @@ def sample_t(batch_size, t_min, t_max, generator, device):
     return t_min + (t_max - t_min) * torch.rand(batch_size, generator=generator, device=device)
 
 
-def choose_random(region, k, generator):
-    """Picks k[b] positions uniformly at random among the True positions of region[b] (B, T) -> bool (B, T)."""
-    scores = torch.rand(region.shape, generator=generator, device=region.device).masked_fill(~region, 2.0)
-    rank = scores.argsort(dim=1).argsort(dim=1)  # 0 for the lowest score
-    return rank < k[:, None]
+def lowest_noise(region, noise, k):
+    """bool (B, T): the k[b] positions of region[b] (B, T) whose noise (B, T) is lowest. With uniform noise this
+    picks k positions uniformly at random; with fixed noise (validation) it picks the same ones every time."""
+    rank = noise.masked_fill(~region, 2.0).argsort(dim=1).argsort(dim=1)  # 0 for the lowest noise
+    return region & (rank < k[:, None])
 
 
-def pad_share(cfg: TrainConfig, step: int) -> float:
-    """eos_pad's share of masked tokens drawn from the pad region at an optimizer step (annealed from 0).
+def pad_share(cfg: TrainConfig, step: int | None) -> float:
+    """eos_pad's share of masked tokens drawn from the pad region at an optimizer step (annealed from 0); the
+    full share when step is None (validation, so that its bound does not move as the share anneals).
     A function of the optimizer step alone, so every data worker and rank agrees on it."""
-    if cfg.pad_anneal_steps <= 0:
+    if cfg.pad_anneal_steps <= 0 or step is None:
         return cfg.pad_masked_perc
     return cfg.pad_masked_perc * min(1.0, step / cfg.pad_anneal_steps)
 
 
-def _mask_eos_pad(cfg, batch, t, step, generator):
-    maskable = ~batch.is_prompt
-    if cfg.pad_masked_perc < 0:
-        return maskable & (torch.rand(t.shape + batch.tokens.shape[1:], generator=generator, device=t.device)
-                           < t[:, None])
-    # How many to mask in each row, then how many of those come from the pads.
-    pads, text = maskable & batch.is_pad, maskable & ~batch.is_pad
-    n_mask = torch.round(t * maskable.sum(1)).long()
-    n_pad = torch.minimum(torch.round(pad_share(cfg, step) * n_mask).long(), pads.sum(1))
-    n_text = torch.minimum(n_mask - n_pad, text.sum(1))
-    return (pads & choose_random(pads, n_pad, generator)) | (text & choose_random(text, n_text, generator))
+def _mask_eos_pad_counts(cfg, batch, t, step, noise):
+    """The DiffuGPT project's variant: exactly ceil(t * text) text tokens masked (text = response + EOS), plus
+    enough pad tokens that they make up pad_share of all masked tokens. So the text is masked at rate t whatever
+    the share, and the pads come on top. -> (masked, inverse rate (B,): text / masked text)."""
+    text, pads = ~batch.is_prompt & ~batch.is_pad, ~batch.is_prompt & batch.is_pad
+    n_text = torch.ceil(t * text.sum(1)).long()  # >= 1 for t > 0: never a row with nothing to score
+    share = pad_share(cfg, step)
+    n_pad = torch.minimum(torch.round(share / (1 - share) * n_text).long(), pads.sum(1))
+    masked = lowest_noise(text, noise, n_text) | lowest_noise(pads, noise, n_pad)
+    return masked, text.sum(1) / n_text.clamp(min=1)
 
 
-def diffusion_masks(cfg: TrainConfig, batch: Batch, t, step: int, generator, force_eos: bool):
-    """(maskable, masked) (B, T) bools for a diffusion recipe at noise levels t (B,)."""
+def diffusion_masks(cfg: TrainConfig, batch: Batch, t, step, noise, force_eos: bool):
+    """(maskable, masked, inverse_rate) for a diffusion recipe at noise levels t (B,), given uniform noise (B, T).
+
+    A token is masked when its noise is below t (each one independently with probability t), so the same noise
+    and t always give the same masks. inverse_rate (B,) is what a masked token weighs in the ELBO: 1/t for this
+    independent masking; text / k where exactly k of a row's text tokens are masked (LLaDA's likelihood
+    estimator; the eos_pad variant). force_eos: fixed EOS masking (dllm_var), every EOS masked whatever t."""
     tokens = batch.tokens
     if cfg.recipe == "eos_pad":
-        return ~batch.is_prompt, _mask_eos_pad(cfg, batch, t, step, generator)
-    maskable = ~batch.is_pad if cfg.recipe == "pretrain" else ~batch.is_prompt & ~batch.is_pad
-    masked = maskable & (torch.rand(tokens.shape, generator=generator, device=tokens.device) < t[:, None])
+        maskable = ~batch.is_prompt
+        if cfg.pad_masked_perc >= 0:
+            return maskable, *_mask_eos_pad_counts(cfg, batch, t, step, noise)
+    else:
+        maskable = ~batch.is_pad if cfg.recipe == "pretrain" else ~batch.is_prompt & ~batch.is_pad
+    masked = maskable & (noise < t[:, None])
     if force_eos and cfg.recipe == "dllm_var":
         masked |= maskable & (tokens == EOS_ID)  # fixed EOS masking: the model always has to place EOS
-    return maskable, masked
+    return maskable, masked, 1.0 / t
 
 
-def make_example(cfg: TrainConfig, batch: Batch, step: int, generator, t=None) -> Example:
-    """One training example for the configured recipe. t (B,) overrides the sampled noise levels."""
+def make_example(cfg: TrainConfig, batch: Batch, step: int | None, generator, t=None, noise=None) -> Example:
+    """One training example for the configured recipe. t (B,) and noise (B, T) override the random draws
+    (validation fixes both, see training.evaluate)."""
     tokens = batch.tokens
     if cfg.recipe == "ar":
         targets = torch.roll(tokens, -1, dims=1)  # next token; the last column has none
@@ -132,35 +153,57 @@ def make_example(cfg: TrainConfig, batch: Batch, step: int, generator, t=None) -
                        loss_mask.sum())
     if t is None:
         t = sample_t(tokens.shape[0], cfg.t_min, cfg.t_max, generator, tokens.device)
-    maskable, masked = diffusion_masks(cfg, batch, t, step, generator, force_eos=True)
+    if noise is None:
+        noise = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    maskable, masked, inverse_rate = diffusion_masks(cfg, batch, t, step, noise, force_eos=True)
     inputs = torch.where(masked, MASK_ID, tokens)
     if cfg.loss_weighting == "mean":
         weights, normalizer = torch.ones_like(t)[:, None].expand_as(tokens), masked.sum()
     elif cfg.loss_weighting == "elbo":
-        weights, normalizer = (1.0 / t)[:, None].expand_as(tokens), maskable.sum()
+        weights, normalizer = inverse_rate[:, None].expand_as(tokens), maskable.sum()
     else:
         raise ValueError(f"loss_weighting must be 'elbo' or 'mean', got {cfg.loss_weighting!r}")
     return Example(inputs, tokens, masked, weights, normalizer, sample_attention(cfg, tokens))
 
 
-def nll_bound_example(cfg: TrainConfig, batch: Batch, t, generator) -> Example:
-    """The validation NLL bound of the text tokens (response + its EOS; every real token when pretraining).
+def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example]:
+    """The validation NLL bound of the text tokens (response + its EOS; every real token when pretraining), as
+    examples whose weighted losses add up to it: sum(loss_sum) / the first example's normalizer (the number of
+    text tokens) is an estimate of the ELBO in nats per token.
 
-    Masks are drawn at the given t with no forced EOS, every masked text token weighted by 1/t, the sum divided
-    by the number of text tokens: an estimate of the ELBO in nats per token. Prompts are given, pads are masked
-    as in training but not scored, so models of every recipe are scored on the same tokens. For the ar recipe
-    this is the exact next-token NLL of the same tokens."""
+    Each text token is masked as in training at the given t and noise, weighted by the inverse masking rate.
+    Prompts are given, pads are masked as in training but not scored, so models of every recipe are scored on
+    the same tokens. For the ar recipe this is the exact next-token NLL of the same tokens.
+
+    dllm_var never sees an EOS in its input in training, so it is validated that way too: its inputs have every
+    EOS masked. That is masked diffusion with a schedule of its own for EOS (masked at once, revealed last), and
+    the ELBO of such a schedule has two parts: every other text token at noise t with the EOS masked, and the
+    EOS itself given everything else (the last step of decoding), a second pass with weight 1."""
     if cfg.recipe == "ar":
-        return make_example(cfg, batch, 0, generator)
-    maskable, masked = diffusion_masks(cfg, batch, t, 0, generator, force_eos=False)
+        return [make_example(cfg, batch, None, None)]
     text = ~batch.is_prompt & ~batch.is_pad
+    force_eos = cfg.recipe == "dllm_var"
+    maskable, masked, inverse_rate = diffusion_masks(cfg, batch, t, None, noise, force_eos=force_eos)
+    attention = sample_attention(cfg, batch.tokens)
+    weights = inverse_rate[:, None].expand_as(batch.tokens)
+    scored = masked & text
+    examples = []
+    if force_eos:
+        eos = maskable & (batch.tokens == EOS_ID)
+        scored &= ~eos
+        examples.append(Example(torch.where(eos, MASK_ID, batch.tokens), batch.tokens, eos & text,
+                                torch.ones_like(weights), torch.zeros_like(text.sum()), attention))
     inputs = torch.where(masked, MASK_ID, batch.tokens)
-    return Example(inputs, batch.tokens, masked & text, (1.0 / t)[:, None].expand_as(batch.tokens), text.sum(),
-                   sample_attention(cfg, batch.tokens))
+    return [Example(inputs, batch.tokens, scored, weights, text.sum(), attention)] + examples
+
+
+def loss_sum(model, ex: Example):
+    """sum over loss positions of weight * cross-entropy. Logits only where they are scored."""
+    logits = model(ex.inputs, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
+    ce = F.cross_entropy(logits.float(), ex.targets[ex.loss_mask], reduction="none")  # (N,)
+    return (ce * ex.weights[ex.loss_mask]).sum()
 
 
 def compute_loss(model, ex: Example):
-    """sum over loss positions of weight * cross-entropy, / normalizer. Logits only where they are scored."""
-    logits = model(ex.inputs, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
-    ce = F.cross_entropy(logits.float(), ex.targets[ex.loss_mask], reduction="none")  # (N,)
-    return (ce * ex.weights[ex.loss_mask]).sum() / ex.normalizer.clamp(min=1)
+    """The training loss: loss_sum / normalizer."""
+    return loss_sum(model, ex) / ex.normalizer.clamp(min=1)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from nanodllm import recipes
 from nanodllm.config import TrainConfig
 from nanodllm.data import Batch
-from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID
+from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID, VOCAB_SIZE
 from tests.conftest import tiny_model
 
 
@@ -101,20 +101,80 @@ def pad_batch(rows=8, seq_len=64, text_len=40, fill=EOS_ID):
     return Batch(tokens, is_prompt, is_pad)
 
 
-def test_eos_pad_pads_are_targets_and_share_is_exact():
+def test_eos_pad_variant_masks_the_text_at_rate_t_and_adds_the_pad_share():
+    """The DiffuGPT variant: ceil(t * text) text tokens masked (text = response + EOS, 35 tokens here) whatever the
+    pad share, and pads on top so that they are the share of all masked tokens. (It used to draw
+    round(t * (text + pads)) tokens from the text alone while the pad share was 0: 30 of 35 at t = 0.5.)"""
     batch = pad_batch()
-    t = torch.full((8,), 0.5)
+    text = ~batch.is_prompt & ~batch.is_pad
     c = cfg(recipe="eos_pad", pad_masked_perc=0.25, pad_anneal_steps=100)
     assert recipes.pad_share(c, 0) == 0 and recipes.pad_share(c, 50) == 0.125 and recipes.pad_share(c, 500) == 0.25
-    for step, share in ((0, 0.0), (50, 0.125), (100, 0.25)):
-        ex = recipes.make_example(c, batch, step, torch.Generator().manual_seed(step), t=t)
-        n_mask = round(0.5 * 59)  # t * maskable (everything but the 5 prompt tokens)
-        pads = (ex.loss_mask & batch.is_pad).sum(1)
-        assert (ex.loss_mask.sum(1) == n_mask).all()
-        assert (pads == round(share * n_mask)).all()
-        assert not ex.loss_mask[batch.is_prompt].any()
-    plain = recipes.make_example(cfg(recipe="eos_pad"), batch, 0, torch.Generator().manual_seed(0), t=t)
+    assert recipes.pad_share(c, None) == 0.25  # validation: the full share
+    for t in (0.2, 0.5, 0.9):
+        for step, share in ((0, 0.0), (50, 0.125), (100, 0.25)):
+            ex = recipes.make_example(c, batch, step, torch.Generator().manual_seed(step), t=torch.full((8,), t))
+            n_text = math.ceil(t * 35)
+            assert ((ex.loss_mask & text).sum(1) == n_text).all()
+            assert ((ex.loss_mask & batch.is_pad).sum(1) == round(share / (1 - share) * n_text)).all()
+            assert not ex.loss_mask[batch.is_prompt].any()
+    plain = recipes.make_example(cfg(recipe="eos_pad"), batch, 0, torch.Generator().manual_seed(0),
+                                 t=torch.full((8,), 0.5))
     assert plain.loss_mask[batch.is_pad].float().mean() > 0.3  # pads masked like text: in the loss
+    with pytest.raises(ValueError, match="pad_masked_perc"):
+        recipes.loader_options(cfg(recipe="eos_pad", pad_masked_perc=1.0))
+
+
+class UniformModel(torch.nn.Module):
+    """Predicts every token with probability 1/V wherever it is asked: each scored token costs log V nats."""
+
+    def forward(self, idx, attn_mask=None, logits_at=None):
+        return torch.zeros(idx.shape + (VOCAB_SIZE,))[logits_at]
+
+
+@pytest.mark.parametrize("recipe_kw", [dict(recipe="eos_pad", pad_masked_perc=0.25, pad_anneal_steps=100),
+                                       dict(recipe="eos_pad", pad_token="pad", pad_masked_perc=0.1)])
+def test_eos_pad_variant_bound_is_an_elbo_on_a_hand_built_row(recipe_kw):
+    """For a model that gives every token probability 1/V, the NLL is exactly log V per text token, and so is
+    the ELBO of exact-count masking (k of n masked, each weighted n / k) at every t: the bound must say log V
+    whatever t, and whatever share of pads is masked on top."""
+    batch = pad_batch(rows=1)
+    for t in (0.01, 0.3, 0.5, 0.77, 0.99):
+        examples = recipes.nll_bound_examples(cfg(**recipe_kw), batch, torch.tensor([t]), torch.rand(1, 64))
+        total = sum(recipes.loss_sum(UniformModel(), ex) for ex in examples)
+        assert math.isclose(total.item() / examples[0].normalizer.item(), math.log(VOCAB_SIZE), rel_tol=1e-6)
+
+
+def test_dllm_var_is_validated_with_eos_masked_as_in_training():
+    """dllm_var never sees EOS in its input in training; its bound must not score it on inputs that show EOS.
+    The first example scores the other text tokens with every EOS masked; the second scores the EOS alone, given
+    everything else (weight 1, adding nothing to the token count)."""
+    batch = packed_batch(rows=8, seq_len=64)
+    eos = batch.tokens == EOS_ID
+    text = ~batch.is_prompt & ~batch.is_pad
+    for t in (0.01, 0.5, 0.99):
+        at_t, eos_last = recipes.nll_bound_examples(cfg(recipe="dllm_var"), batch, torch.full((8,), t),
+                                                    torch.rand(8, 64))
+        assert (at_t.inputs[eos] == MASK_ID).all() and not at_t.loss_mask[eos].any()
+        assert at_t.normalizer == text.sum() and torch.allclose(at_t.weights[:, 0], torch.tensor(1 / t))
+        assert torch.equal(eos_last.loss_mask, eos) and torch.equal(eos_last.inputs == MASK_ID, eos)
+        assert eos_last.normalizer == 0 and (eos_last.weights == 1).all()
+    # eos_random and the others see EOS as in training (masked at rate t): one example
+    assert len(recipes.nll_bound_examples(cfg(recipe="eos_random"), batch, torch.full((8,), 0.5),
+                                          torch.rand(8, 64))) == 1
+
+
+def test_the_same_noise_and_t_give_the_same_masks():
+    batch = packed_batch(rows=4, seq_len=64)
+    noise, t = torch.rand(4, 64), torch.tensor([0.1, 0.4, 0.6, 0.9])
+    a, b = (recipes.make_example(cfg(recipe="pretrain"), batch, 0, torch.Generator().manual_seed(s), t=t,
+                                 noise=noise) for s in (0, 1))
+    assert torch.equal(a.loss_mask, b.loss_mask) and torch.equal(a.loss_mask, noise < t[:, None])
+
+
+def test_noise_range_is_checked():
+    for t_min, t_max in ((0.0, 1.0), (0.5, 0.4), (0.1, 1.5)):
+        with pytest.raises(ValueError, match="t_min"):
+            recipes.loader_options(cfg(t_min=t_min, t_max=t_max))
 
 
 def test_eos_pad_share_depends_on_the_optimizer_step_only():
@@ -141,7 +201,7 @@ def test_ar_targets_are_the_next_token():
 def test_nll_bound_scores_text_tokens_only():
     batch = packed_batch(rows=4, seq_len=64)
     t = torch.tensor([0.1, 0.4, 0.6, 0.9])
-    ex = recipes.nll_bound_example(cfg(recipe="dllm_var"), batch, t, torch.Generator().manual_seed(0))
+    ex, = recipes.nll_bound_examples(cfg(recipe="eos_random"), batch, t, torch.rand(4, 64))
     assert not ex.loss_mask[batch.is_prompt].any() and ex.normalizer == (~batch.is_prompt).sum()
     assert torch.allclose(ex.weights[:, 0], 1 / t)
 
