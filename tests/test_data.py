@@ -79,6 +79,54 @@ def test_resume_from_state_dict_gives_the_same_batches(tiny_data):
     assert a.epoch >= 1
 
 
+def _documents_in(row_tokens, row_pad):
+    """The documents of a packed row: runs of tokens ending in EOS (the row's padding left out)."""
+    ends = np.flatnonzero(row_tokens == EOS_ID)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    assert not row_pad[:ends[-1] + 1].any() and row_pad[ends[-1] + 1:].all()  # padding only after the last EOS
+    return [tuple(row_tokens[a:b + 1]) for a, b in zip(starts, ends)]
+
+
+def test_best_fit_keeps_every_sample_whole_with_its_prompt(tiny_data):
+    """packing="best_fit": every row holds whole documents, each starting with its prompt and ending with its EOS,
+    so no response is trained without its prompt; one pass lays out every document exactly once (those longer
+    than a row are dropped, and counted); the rest of a row is padding."""
+    split = load_split(tiny_data, "train")
+    lengths = np.diff(split.offsets)
+    seq_len = int(np.percentile(lengths, 90))
+    loader = PackedLoader(split, batch_size=3, seq_len=seq_len, packing="best_fit", use_prompts=True, seed=2,
+                          wrap=False)
+    seen, padding = [], 0
+    for b in loader:
+        for tokens, is_prompt, is_pad in zip(b.tokens.numpy(), b.is_prompt.numpy(), b.is_pad.numpy()):
+            docs = _documents_in(tokens, is_pad)
+            seen += docs
+            padding += is_pad.sum()
+            starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+            for d, a in zip(docs, starts):
+                i = [k for k in range(split.n_docs) if tuple(split.doc(k)) == d][0]
+                assert is_prompt[a:a + len(d)].sum() == split.prompt_lens[i] and is_prompt[a:a + split.prompt_lens[i]].all()
+    whole = sorted(tuple(split.doc(i)) for i in range(split.n_docs) if lengths[i] <= seq_len)
+    assert sorted(seen) == whole
+    assert loader.counts["dropped"] == (lengths > seq_len).sum() > 0
+    assert padding < 0.5 * len(seen) * np.mean(lengths)  # best fit fills rows; the bound is loose on tiny data
+
+
+def test_best_fit_resumes_exactly(tiny_data):
+    split = load_split(tiny_data, "train")
+    kw = dict(batch_size=2, seq_len=256, seed=3, use_prompts=True, packing="best_fit", overlong="truncate")
+    a = PackedLoader(split, **kw)
+    for _ in range(7):
+        a.next_batch()
+    state = a.state_dict()
+    assert state["buffer"]
+    b = PackedLoader(split, **kw)
+    b.load_state_dict(state)
+    for _ in range(5):
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x.tokens, y.tokens) and torch.equal(x.is_pad, y.is_pad)
+
+
 def test_ranks_read_disjoint_shares(tiny_data):
     split = load_split(tiny_data, "train")
     shares = [PackedLoader(split, 1, 8, seed=1, rank=r, world_size=2)._order for r in range(2)]
@@ -89,5 +137,7 @@ def test_bad_arguments(tiny_data):
     split = load_split(tiny_data, "val")
     with pytest.raises(ValueError, match="layout"):
         PackedLoader(split, 1, 8, layout="zigzag")
+    with pytest.raises(ValueError, match="packing"):
+        PackedLoader(split, 1, 8, packing="tetris")
     with pytest.raises(ValueError, match="cannot be shared"):
         PackedLoader(split, 1, 8, world_size=split.n_docs + 1)
