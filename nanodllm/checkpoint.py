@@ -111,11 +111,16 @@ def load_weights(model, path):
 
 def load_model(path, device="cpu", max_seq_len=None):
     """(model, info) from a checkpoint; info = {"model": ..., "train": ..., "step": ...} from its config.json.
-    max_seq_len: build RoPE tables at least this long, to sample beyond the length the model was trained on."""
+
+    The model's max_seq_len is the row length it was trained on (checkpoints written before training set it so
+    hold a longer one: the training config's block_size caps it), so the samplers refuse canvases past the
+    positions the model has seen. max_seq_len: build RoPE tables at least this long, to sample beyond the trained
+    length on purpose (bench_sampler.py does)."""
     info = read_config(path)
     try:
         config = ModelConfig(**info["model"])
-        config.max_seq_len = max(config.max_seq_len, max_seq_len or 0)
+        trained = (info.get("train") or {}).get("block_size")
+        config.max_seq_len = max(min(config.max_seq_len, trained or config.max_seq_len), max_seq_len or 0)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {resolve(path)} has an unreadable model config ({e})") from e
     model = Transformer(config)

@@ -32,6 +32,7 @@ class TrainConfig:
     dataset: str = "tinystories"  # tinystories | fineweb | lengthtask
     data_dir: str = ""  # prepared token files; "" = data/<dataset>
     data_source: str = ""  # local text files to prepare from; "" = the Hugging Face hub
+    data_seed: int = 0  # lengthtask: the seed its examples are generated from (held-out prompts fixed across seeds)
     # the training recipe (see nanodllm/recipes.py)
     recipe: str = "pretrain"  # pretrain | dllm_var | eos_pad | eos_random | ar
     t_min: float = 1e-3  # noise level t ~ U(t_min, t_max)
@@ -40,7 +41,8 @@ class TrainConfig:
     pad_token: str = "eos"  # eos_pad recipe: pad with EOS again (LLaDA) or with [PAD] (DiffuGPT project)
     pad_masked_perc: float = -1.0  # eos_pad: share of masked tokens drawn from the pads; <0 = mask them like text
     pad_anneal_steps: int = 0  # eos_pad: pad_masked_perc grows linearly from 0 over these optimizer steps
-    overlong: str = "drop"  # eos_pad: a sample longer than a row is dropped or truncated
+    overlong: str = "drop"  # eos_pad, packing=best_fit: a sample longer than a row is dropped or truncated
+    packing: str = "stream"  # packed rows: samples back to back, straddling rows (dLLM-Var) | best_fit (kept whole)
     attention_scope: str = "row"  # packed rows: attend across the whole row (dLLM-Var) | only within the sample
     prompt_max_tokens: int = 64
     # model

@@ -22,7 +22,7 @@ def prepare_data(cfg: TrainConfig) -> Path:
     """Makes sure the prepared token files exist (preparing them on first use) and returns their directory."""
     if cfg.dataset == "lengthtask":
         from nanodllm.tasks import ensure_task_data  # the synthetic length suite, generated from a seed
-        return ensure_task_data(data_dir(cfg), seed=cfg.seed)
+        return ensure_task_data(data_dir(cfg), seed=cfg.data_seed)  # not cfg.seed: the same held-out prompts
     return ensure_prepared(cfg.dataset, data_dir(cfg), source=cfg.data_source or None,
                            prompt_max_tokens=cfg.prompt_max_tokens)
 
@@ -38,10 +38,9 @@ def build_model(cfg: TrainConfig) -> Transformer:
     if cfg.n_head and "n_kv_head" not in overrides:
         overrides["n_kv_head"] = cfg.n_head
     attention = cfg.attention or recipes.default_attention(cfg.recipe)
-    model_cfg = preset(cfg.model, attention=attention, **overrides)
-    if cfg.block_size > model_cfg.max_seq_len:
-        model_cfg.max_seq_len = cfg.block_size
-    return Transformer(model_cfg)
+    # The model's context is the length it is trained on: a sampler's canvas past it would ask for positions the
+    # model never saw. The checkpoint records it, and every sampler checks against it.
+    return Transformer(preset(cfg.model, attention=attention, max_seq_len=cfg.block_size, **overrides))
 
 
 def loss_function(cfg: TrainConfig):
@@ -80,34 +79,51 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def stratified_t(batch_size: int, batch_index: int, n_batches: int, device) -> torch.Tensor:
-    """Fixed noise levels for evaluation: each batch covers (0, 1) evenly, shifted a little per batch, so the
-    NLL bound is a deterministic quadrature over t, comparable between runs and checkpoints."""
-    b = torch.arange(batch_size, device=device, dtype=torch.float32)
-    return ((b + 0.5) / batch_size + batch_index / (n_batches * batch_size)) % 1.0
+EVAL_NOISE_LEVELS = 64  # the validation t grid: midpoints of 64 equal strata of (0, 1)
+
+
+def stratified_t(rows) -> torch.Tensor:
+    """The noise level of each validation row, a function of its index in the validation pass (rows: (B,) int)
+    alone, so the bound does not depend on the batch size. Rows visit the midpoints (k + 0.5) / 64 in
+    bit-reversed order of k (0.0078, 0.5078, 0.2578, 0.7578, ...): every stretch of 2^m rows covers (0, 1)
+    evenly, and t is never 0 or 1 (at t = 0 the 1/t weight is infinite)."""
+    k = rows % EVAL_NOISE_LEVELS
+    bits = EVAL_NOISE_LEVELS.bit_length() - 1
+    reversed_k = sum(((k >> i) & 1) << (bits - 1 - i) for i in range(bits))
+    return (reversed_k.double() + 0.5) / EVAL_NOISE_LEVELS
+
+
+def row_noise(rows, seq_len: int) -> torch.Tensor:
+    """(B, seq_len) uniform noise that decides which tokens of each validation row are masked: drawn on the CPU
+    from a seed per row, so a row gets the same masks whatever batch it is in and whatever the device."""
+    return torch.stack([torch.rand(seq_len, generator=torch.Generator().manual_seed(1234 + int(r))) for r in rows])
 
 
 @torch.no_grad()
 def evaluate(model, cfg: TrainConfig, split: PreparedSplit, device, autocast_ctx, n_batches=None, rank=0,
              world_size=1) -> dict:
-    """Validation: the recipe's own loss (fixed masks) and the NLL bound in nats/token with its perplexity.
-    Sums are reduced over ranks, each of which scores its own share of the split."""
+    """Validation: the recipe's own loss and the NLL bound in nats/token with its perplexity, at masks fixed by
+    each row's index in the pass (stratified_t, row_noise): the same weights give the same numbers at every
+    evaluation and batch size (when the batches cover the same rows). Sums are reduced over ranks, each of
+    which scores its own share of the split."""
     model.eval()
     n_batches = n_batches or cfg.eval_iters
     loader = PackedLoader(split, cfg.batch_size, cfg.block_size, seed=cfg.seed, shuffle=False, wrap=False,
                           rank=rank, world_size=world_size, **recipes.loader_options(cfg))
-    generator = torch.Generator(device).manual_seed(1234)  # the same masks at every evaluation
     totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, loss count, nll sum, nll count
-    for i, batch in zip(range(n_batches), loader):
-        batch = batch.to(device)
-        t = stratified_t(batch.tokens.shape[0], i, n_batches, device)
-        for j, ex in enumerate((recipes.make_example(cfg, batch, 0, generator, t=t),
-                                recipes.nll_bound_example(cfg, batch, t, generator))):
-            with autocast_ctx:
-                loss = recipes.compute_loss(model, ex)
-            n = ex.normalizer.clamp(min=1)
-            totals[2 * j] += loss.double() * n
-            totals[2 * j + 1] += n
+    first_row = 0
+    for _, batch in zip(range(n_batches), loader):
+        B, T = batch.tokens.shape
+        rows = torch.arange(first_row, first_row + B)
+        first_row += B
+        batch, t, noise = batch.to(device), stratified_t(rows).float().to(device), row_noise(rows, T).to(device)
+        own = recipes.make_example(cfg, batch, None, None, t=t, noise=noise)
+        for j, examples in enumerate(([own], recipes.nll_bound_examples(cfg, batch, t, noise))):
+            for ex in examples:
+                with autocast_ctx:
+                    total = recipes.loss_sum(model, ex)
+                totals[2 * j] += total.double()
+                totals[2 * j + 1] += ex.normalizer
     if world_size > 1:
         torch.distributed.all_reduce(totals)
     model.train()

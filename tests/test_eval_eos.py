@@ -14,7 +14,7 @@ from nanodllm.tasks import ensure_task_data
 from nanodllm.training import build_model
 from tests.conftest import tiny_model
 
-TINY = dict(dataset="lengthtask", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, batch_size=2, block_size=128,
+TINY = dict(dataset="lengthtask", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, batch_size=2, block_size=192,
             eval_iters=1, compile=False, device="cpu")
 
 
