@@ -34,7 +34,7 @@ class TrainConfig:
     data_source: str = ""  # local text files to prepare from; "" = the Hugging Face hub
     data_seed: int = 0  # lengthtask: the seed its examples are generated from (held-out prompts fixed across seeds)
     # the training recipe (see nanodllm/recipes.py)
-    recipe: str = "pretrain"  # pretrain | dllm_var | eos_pad | eos_random | ar
+    recipe: str = "pretrain"  # pretrain | dllm_var | eos_pad | eos_random | ar | block_diffusion
     t_min: float = 1e-3  # noise level t ~ U(t_min, t_max)
     t_max: float = 1.0
     loss_weighting: str = "elbo"  # elbo (1/t, LLaDA/MDLM) | mean (plain mean CE over masked tokens, dLLM-Var)
@@ -47,7 +47,8 @@ class TrainConfig:
     prompt_max_tokens: int = 64
     # model
     model: str = "tiny"  # a preset of nanodllm.model.PRESETS
-    attention: str = ""  # "" = the recipe's default (causal for ar, else bidirectional)
+    attention: str = ""  # "" = the recipe's default (causal for ar, block_causal for block_diffusion, else bidirectional)
+    attn_block_size: int = 32  # block_diffusion / block_causal attention: tokens per block (the sampler's block)
     n_layer: int = 0  # 0 = the preset's value (likewise below)
     n_head: int = 0
     d_model: int = 0

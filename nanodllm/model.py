@@ -272,7 +272,8 @@ class Transformer(nn.Module):
     def forward(self, idx, *, positions=None, attn_mask=None, kv_cache=None, logits_at=None):
         """idx (B, T) token ids -> logits (B, T, V), or (N, V) at the N True positions of `logits_at` (B, T).
 
-        positions:  (T,) or (B, T) RoPE positions; default offset + arange(T), offset = cached length.
+        positions:  (T,) or (B, T) RoPE positions, each below max_seq_len; default offset + arange(T), offset =
+                    cached length (block_diffusion's two streams share positions: 2T tokens on T positions).
         attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask,
                     which replaces the structural mask (the samplers build block-causal masks this way).
         kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
@@ -283,9 +284,9 @@ class Transformer(nn.Module):
         """
         B, T = idx.shape
         offset = kv_cache.length if kv_cache is not None else 0
-        if offset + T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {offset + T} tokens exceeds max_seq_len {self.config.max_seq_len}")
         if positions is None:
+            if offset + T > self.config.max_seq_len:
+                raise ValueError(f"sequence of {offset + T} tokens exceeds max_seq_len {self.config.max_seq_len}")
             positions = torch.arange(offset, offset + T, device=idx.device)
         cos, sin = self.rotary(positions)
         if attn_mask is not None and attn_mask.dim() == 4:

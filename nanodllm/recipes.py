@@ -17,6 +17,12 @@ bound. dLLM-Var instead takes the plain mean over masked tokens.
               added to the masked tokens until they are a fixed share of them, that share annealed linearly
               from 0 over optimizer steps.
   ar          the autoregressive baseline: a causal model, next-token loss on the same packed stream.
+  block_diffusion  BD3-LM's layout with dllm_var's masking: the row is cut into blocks of attn_block_size, and
+              the model is trained on [noisy row ; clean row] (two_stream): a noisy block attends to itself and
+              to the CLEAN blocks before it, exactly what the block sampler shows it when it decodes that block
+              with a KV cache of the finished ones. Nothing after the block is visible, so the end of what the
+              model sees says nothing about where the answer ends; a block holding an EOS goes on with the next
+              sample (masked like a response, as the sampler would be writing it), never with padding.
 
 attention_scope="sample" is an ablation of packing, not a recipe: each token attends only to its own sample
 (prompt + response + EOS), where dLLM-Var lets it see the whole row. Under "row", the token after every EOS is
@@ -37,7 +43,8 @@ from nanodllm.config import TrainConfig
 from nanodllm.data import PACKINGS, Batch
 from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID
 
-RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar")
+RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar", "block_diffusion")
+FIXED_EOS = ("dllm_var", "block_diffusion")  # the recipes that always mask EOS
 
 
 def loader_options(cfg: TrainConfig) -> dict:
@@ -48,7 +55,7 @@ def loader_options(cfg: TrainConfig) -> dict:
         raise ValueError(f"pad_token must be 'eos' or 'pad', got {cfg.pad_token!r}")
     if cfg.attention_scope not in ("row", "sample"):
         raise ValueError(f"attention_scope must be 'row' or 'sample', got {cfg.attention_scope!r}")
-    if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar"):
+    if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar", "block_diffusion"):
         raise ValueError("attention_scope='sample' is for the packed diffusion recipes (pretrain, dllm_var, "
                          f"eos_random), not {cfg.recipe!r}")
     if not 0 < cfg.t_min <= cfg.t_max <= 1:
@@ -60,12 +67,13 @@ def loader_options(cfg: TrainConfig) -> dict:
     if cfg.recipe == "eos_pad":
         return dict(layout="pad", use_prompts=True, fill_id=EOS_ID if cfg.pad_token == "eos" else PAD_ID,
                     overlong=cfg.overlong)
-    return dict(layout="pack", packing=cfg.packing, use_prompts=cfg.recipe in ("dllm_var", "eos_random"),
+    return dict(layout="pack", packing=cfg.packing, use_prompts=cfg.recipe in ("dllm_var", "eos_random",
+                                                                               "block_diffusion"),
                 fill_id=PAD_ID, overlong=cfg.overlong)
 
 
 def default_attention(recipe: str) -> str:
-    return "causal" if recipe == "ar" else "bidirectional"
+    return {"ar": "causal", "block_diffusion": "block_causal"}.get(recipe, "bidirectional")
 
 
 @dataclass
@@ -76,6 +84,7 @@ class Example:
     weights: torch.Tensor  # (B, T) float: per-position weight (1/t for the ELBO)
     normalizer: torch.Tensor  # scalar: the loss is sum(weight * CE) / normalizer
     attn_mask: torch.Tensor | None = None  # (B, 1, T, T) bool, True = may attend; None = the model's own mask
+    positions: torch.Tensor | None = None  # (T,) RoPE positions; None = 0..T-1
 
 
 def sample_attention(cfg: TrainConfig, tokens):
@@ -86,6 +95,40 @@ def sample_attention(cfg: TrainConfig, tokens):
     ends = tokens == EOS_ID
     sample = ends.long().cumsum(dim=1) - ends.long()  # (B, T): the EOS belongs to the sample it ends
     return (sample[:, :, None] == sample[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
+
+
+def _blocks(T: int, block: int, device):
+    return torch.arange(T, device=device) // block  # (T,) the block of each position
+
+
+def after_eos_in_block(tokens, block: int):
+    """(B, T) bool: positions that come after an EOS of the same block. Under block_diffusion they belong to the
+    next sample, and a sampler that finds that EOS in its block would be writing them: they are maskable even
+    when they are the next sample's prompt."""
+    B, T = tokens.shape
+    eos = (tokens == EOS_ID).long()
+    in_block = eos.view(B, -1, block) if T % block == 0 else None
+    if in_block is None:
+        raise ValueError(f"block_diffusion needs rows made of whole blocks: block_size {T} is not a multiple of "
+                         f"attn_block_size {block}")
+    seen = in_block.cumsum(dim=-1) - in_block  # EOS strictly before each position, within its block
+    return (seen > 0).view(B, T)
+
+
+def two_stream(ex: "Example", clean, block: int) -> "Example":
+    """BD3-LM's training row: the noisy row (ex.inputs) and the clean row side by side, 2T tokens sharing the
+    positions 0..T-1, under one mask: a noisy block attends to itself and to the clean blocks before it; a clean
+    block attends to the clean blocks up to its own (block-causal). The loss is on the noisy half only."""
+    B, T = clean.shape
+    b = _blocks(T, block, clean.device)
+    own, earlier = b[None, :] == b[:, None], b[None, :] < b[:, None]  # (T, T): key block vs query block
+    noisy_queries = torch.cat([own, earlier], dim=1)  # (T, 2T)
+    clean_queries = torch.cat([torch.zeros_like(own), own | earlier], dim=1)  # (T, 2T)
+    mask = torch.cat([noisy_queries, clean_queries], dim=0)[None, None]  # (1, 1, 2T, 2T)
+    none = torch.zeros_like(ex.loss_mask)
+    return Example(torch.cat([ex.inputs, clean], dim=1), torch.cat([ex.targets, clean], dim=1),
+                   torch.cat([ex.loss_mask, none], dim=1), torch.cat([ex.weights, ex.weights], dim=1),
+                   ex.normalizer, mask, torch.cat([torch.arange(T, device=clean.device)] * 2))
 
 
 def sample_t(batch_size, t_min, t_max, generator, device):
@@ -133,10 +176,14 @@ def diffusion_masks(cfg: TrainConfig, batch: Batch, t, step, noise, force_eos: b
         maskable = ~batch.is_prompt
         if cfg.pad_masked_perc >= 0:
             return maskable, *_mask_eos_pad_counts(cfg, batch, t, step, noise)
+    elif cfg.recipe == "pretrain":
+        maskable = ~batch.is_pad
+    elif cfg.recipe == "block_diffusion":
+        maskable = ~batch.is_pad & (~batch.is_prompt | after_eos_in_block(tokens, cfg.attn_block_size))
     else:
-        maskable = ~batch.is_pad if cfg.recipe == "pretrain" else ~batch.is_prompt & ~batch.is_pad
+        maskable = ~batch.is_prompt & ~batch.is_pad
     masked = maskable & (noise < t[:, None])
-    if force_eos and cfg.recipe == "dllm_var":
+    if force_eos and cfg.recipe in FIXED_EOS:
         masked |= maskable & (tokens == EOS_ID)  # fixed EOS masking: the model always has to place EOS
     return maskable, masked, 1.0 / t
 
@@ -163,7 +210,12 @@ def make_example(cfg: TrainConfig, batch: Batch, step: int | None, generator, t=
         weights, normalizer = inverse_rate[:, None].expand_as(tokens), maskable.sum()
     else:
         raise ValueError(f"loss_weighting must be 'elbo' or 'mean', got {cfg.loss_weighting!r}")
-    return Example(inputs, tokens, masked, weights, normalizer, sample_attention(cfg, tokens))
+    return _layout(cfg, Example(inputs, tokens, masked, weights, normalizer, sample_attention(cfg, tokens)), tokens)
+
+
+def _layout(cfg: TrainConfig, ex: Example, tokens) -> Example:
+    """The example as the model is fed: two streams under block_diffusion, else as it is."""
+    return two_stream(ex, tokens, cfg.attn_block_size) if cfg.recipe == "block_diffusion" else ex
 
 
 def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example]:
@@ -182,7 +234,7 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
     if cfg.recipe == "ar":
         return [make_example(cfg, batch, None, None)]
     text = ~batch.is_prompt & ~batch.is_pad
-    force_eos = cfg.recipe == "dllm_var"
+    force_eos = cfg.recipe in FIXED_EOS
     maskable, masked, inverse_rate = diffusion_masks(cfg, batch, t, None, noise, force_eos=force_eos)
     attention = sample_attention(cfg, batch.tokens)
     weights = inverse_rate[:, None].expand_as(batch.tokens)
@@ -194,12 +246,13 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
         examples.append(Example(torch.where(eos, MASK_ID, batch.tokens), batch.tokens, eos & text,
                                 torch.ones_like(weights), torch.zeros_like(text.sum()), attention))
     inputs = torch.where(masked, MASK_ID, batch.tokens)
-    return [Example(inputs, batch.tokens, scored, weights, text.sum(), attention)] + examples
+    examples = [Example(inputs, batch.tokens, scored, weights, text.sum(), attention)] + examples
+    return [_layout(cfg, ex, batch.tokens) for ex in examples]
 
 
 def loss_sum(model, ex: Example):
     """sum over loss positions of weight * cross-entropy. Logits only where they are scored."""
-    logits = model(ex.inputs, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
+    logits = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
     ce = F.cross_entropy(logits.float(), ex.targets[ex.loss_mask], reduction="none")  # (N,)
     return (ce * ex.weights[ex.loss_mask]).sum()
 

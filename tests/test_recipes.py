@@ -127,7 +127,7 @@ def test_eos_pad_variant_masks_the_text_at_rate_t_and_adds_the_pad_share():
 class UniformModel(torch.nn.Module):
     """Predicts every token with probability 1/V wherever it is asked: each scored token costs log V nats."""
 
-    def forward(self, idx, attn_mask=None, logits_at=None):
+    def forward(self, idx, positions=None, attn_mask=None, logits_at=None):
         return torch.zeros(idx.shape + (VOCAB_SIZE,))[logits_at]
 
 
@@ -231,3 +231,58 @@ def test_sample_scoped_attention_hides_the_other_samples():
     assert sample[4, 4:7].all() and not sample[4, :4].any() and not sample[4, 7:].any()
     with pytest.raises(ValueError, match="attention_scope"):
         recipes.loader_options(TrainConfig(recipe="eos_pad", attention_scope="sample"))
+
+
+def block_row():
+    """One row of 16 tokens in blocks of 4: [p p r r | r EOS p' p' | r' r' EOS p'' | p'' r'' r'' r''] with prompts
+    p (sample 1), p' (sample 2, right after sample 1's EOS in the same block) and p'' (sample 3, whose prompt
+    straddles into the next block)."""
+    tokens = torch.tensor([[11, 12, 13, 14, 15, EOS_ID, 21, 22, 23, 24, EOS_ID, 31, 32, 33, 34, 35]])
+    is_prompt = torch.zeros_like(tokens, dtype=torch.bool)
+    is_prompt[0, [0, 1, 6, 7, 11, 12]] = True
+    return Batch(tokens, is_prompt, torch.zeros_like(is_prompt))
+
+
+def test_block_diffusion_masks_attention_and_loss_on_a_hand_built_row():
+    c = cfg(recipe="block_diffusion", attn_block_size=4)
+    batch = block_row()
+    ex = recipes.make_example(c, batch, 0, None, t=torch.tensor([0.999]), noise=torch.full((1, 16), 0.5))
+    noisy, clean = ex.inputs[0, :16], ex.inputs[0, 16:]
+    assert torch.equal(clean, batch.tokens[0])  # the clean stream is the row itself
+    # Maskable: responses, EOS, and prompt tokens that follow an EOS in their block (p' in block 1, the first
+    # token of p'' in block 2): a sampler that found that EOS would be writing them. Given: p, which starts the
+    # row, and the part of p'' that starts block 3.
+    given = [0, 1, 12]
+    assert (noisy[given] == batch.tokens[0, given]).all()
+    assert (noisy[[i for i in range(16) if i not in given]] == MASK_ID).all()
+    assert torch.equal(ex.loss_mask[0, :16], noisy == MASK_ID) and not ex.loss_mask[0, 16:].any()
+    assert torch.equal(ex.positions, torch.cat([torch.arange(16)] * 2))
+    mask = ex.attn_mask[0, 0]  # (32, 32): rows are queries, columns keys; [noisy 0..15 | clean 16..31]
+    q = 9  # a noisy token of block 2
+    assert mask[q, 8:12].all() and not mask[q, :8].any() and not mask[q, 12:16].any()  # its own noisy block
+    assert mask[q, 16:24].all() and not mask[q, 24:].any()  # the clean blocks before it, not its own
+    q = 16 + 9  # the same position in the clean stream
+    assert not mask[q, :16].any() and mask[q, 16:28].all() and not mask[q, 28:].any()  # clean blocks 0..2
+    # dllm_var's fixed EOS masking: every EOS masked whatever t
+    low = recipes.make_example(c, batch, 0, None, t=torch.tensor([0.001]), noise=torch.full((1, 16), 0.5))
+    assert torch.equal(low.loss_mask[0, :16], batch.tokens[0] == EOS_ID)
+
+
+def test_block_diffusion_training_row_gives_the_cached_samplers_logits():
+    """The noisy block's logits in the two-stream training row equal those of the decoding pass that sees the
+    clean blocks before it through the KV cache: what makes the block sampler's cache exact for this recipe."""
+    from nanodllm.model import KVCache
+    c = cfg(recipe="block_diffusion", attn_block_size=4)
+    model = tiny_model(attention="block_causal", attn_block_size=4).eval()
+    batch = block_row()
+    ex = recipes.make_example(c, batch, 0, None, t=torch.tensor([0.6]), noise=torch.rand(1, 16))
+    with torch.no_grad():
+        training = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask)[0, :16]  # (16, V)
+        for block in range(4):
+            a, b = 4 * block, 4 * block + 4
+            kv = KVCache.for_model(model, 1, 16)
+            if a:
+                model(batch.tokens[:, :a], kv_cache=kv)  # the finished blocks, clean
+                kv.commit(a)
+            decoding = model(ex.inputs[:, a:b], kv_cache=kv)[0]  # the noisy block after them
+            assert torch.allclose(decoding, training[a:b], atol=1e-5), block
