@@ -406,7 +406,10 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
         block's keys/values are computed there, once, with its final tokens, and committed. No pass is spent on
         the cache alone, and nothing committed is ever recomputed.
     With bidirectional attention this is an approximation (a cached prompt never sees the tokens generated after
-    it); with block_causal attention it is exact. cache=False recomputes everything (prompt + finished blocks +
+    it); with block_causal attention it is exact. A block_causal model (the block_diffusion recipe) is decoded in
+    the blocks it was trained on: attn_block_size columns each, counted from the canvas's first column (RoPE only
+    sees distances, so where the left padding puts a prompt does not matter), block_size is ignored, and the
+    first block is the one that holds the prompt's end, its masks after the prompt's last tokens. cache=False recomputes everything (prompt + finished blocks +
     current block) every step: the reference the cache is tested against.
 
     cuda_graphs (needs the cache): every pass after the first has one of two shapes, a block alone or a finished
@@ -439,10 +442,11 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
     x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
                                             "block_diffusion_generate")
     B, total = x.shape
-    segments = None
-    if cfg.attention == "block_causal":
-        g = torch.arange(total, device=device) - P  # index into the generated text
-        segments = torch.where(g < 0, 0, g.div(block_size, rounding_mode="floor") + 1)
+    first, segments = P, None
+    if cfg.attention == "block_causal":  # decode in the model's own blocks, on the columns it was trained on
+        block_size = cfg.attn_block_size
+        segments = torch.arange(total, device=device) // block_size  # (total,) the block of each column
+        first = P - P % block_size  # the block that holds the prompt's end comes first: its masks follow it
     kv = KVCache.for_model(model, B, total) if cache else None
     graphed = GraphedForward(model, kv) if cuda_graphs else None
 
@@ -452,7 +456,7 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
     canvas = [[] for _ in range(B)]
     nfe = row_nfe = 0
     with _Timer(device) as timer:
-        for start in range(P, total, block_size):
+        for start in range(first, total, block_size):
             if not rows:
                 break
             end = min(start + block_size, total)  # the last block is shorter if the cap says so
@@ -486,7 +490,8 @@ def block_diffusion_generate(model, prompts, *, block_size=64, threshold=0.9, st
 
                 # Stop check. Earlier blocks are complete and EOS-free (else the row would have stopped there),
                 # so looking at this block is enough.
-                masked, eos = block == cfg.mask_id, block == cfg.eos_id
+                masked = block == cfg.mask_id
+                eos = (block == cfg.eos_id) & (torch.arange(start, end, device=device) >= P)  # not a prompt's
                 by_eos = _first_true(eos) < _first_true(masked)  # an EOS with nothing masked before it
                 done = (by_eos | ~masked.any(dim=-1)) if end == total else by_eos  # or the cap is reached
                 done &= live

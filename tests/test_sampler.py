@@ -86,7 +86,7 @@ def test_block_causal_cache_is_exact(kwargs):
 
 
 def test_cache_filled_once_and_reused():
-    model = tiny_model("block_causal")
+    model = tiny_model("bidirectional")
     events = wrap_forward(model, no_eos)
     bs, P, n_blocks = 8, max(map(len, PROMPTS)), 4
     trace = lambda canvas: events.append(("trace", sum(t == MASK for row in canvas for t in row)))
@@ -114,12 +114,29 @@ def test_cache_filled_once_and_reused():
 
 @pytest.mark.parametrize("attention", ["block_causal", "bidirectional"])
 def test_batch_equals_each_prompt_alone(attention):
-    """Left padding, the key-padding mask and per-row positions make a row's tokens independent of its batch."""
+    """Left padding, the key-padding mask and per-row positions make a row's tokens independent of its batch.
+    A block_causal model decodes in blocks of the canvas's columns, so its prompts keep their place in a block
+    only when padding does not move them: prompts of one length there."""
     model = tiny_model(attention)
+    prompts = PROMPTS if attention == "bidirectional" else [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     kw = dict(block_size=8, threshold=0.3, max_new_tokens=24)
-    batch, _ = block_diffusion_generate(model, PROMPTS, **kw)
-    alone = [block_diffusion_generate(model, [p], **kw)[0][0] for p in PROMPTS]
+    batch, _ = block_diffusion_generate(model, prompts, **kw)
+    alone = [block_diffusion_generate(model, [p], **kw)[0][0] for p in prompts]
     assert batch == alone
+
+
+def test_block_causal_model_decodes_in_the_blocks_it_was_trained_on():
+    """A block_causal model (the block_diffusion recipe) is decoded in blocks of its attn_block_size (8 here)
+    on the canvas's columns, whatever block_size is asked: for a 7-token prompt the first block is columns 0-7
+    (the prompt's end and one mask), then 8-15 and 16-23; a bidirectional model takes blocks of 5 after the
+    prompt."""
+    for attention, expected in (("block_causal", {1, 9, 17}), ("bidirectional", {5, 10, 15, 17})):
+        model = tiny_model(attention)
+        wrap_forward(model, no_eos)
+        written = set()  # how far the canvas reaches after each step: the end of the block being decoded
+        block_diffusion_generate(model, [PROMPTS[1]], block_size=5, threshold=0.3, max_new_tokens=17,
+                                 trace=lambda canvas: written.add(len(canvas[0])))
+        assert written == expected, attention
 
 
 @pytest.mark.parametrize("sampler", ["llada", "autoregressive"])
