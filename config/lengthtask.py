@@ -7,10 +7,13 @@ model = "tiny"
 # (~300), stays inside the trained positions (the model's context is its row length).
 block_size = 640
 batch_size = 16
-# Samples kept whole (nanodllm/data.py): with "stream" packing 21% of the training tokens (42% at 320-token rows)
-# belong to samples cut by a row boundary, whose response and EOS are trained without the prompt that fixes their
-# length; best_fit costs 0.4% of the tokens in padding (measured on the suite's training split).
-packing = "best_fit"
+# Packing (nanodllm/data.py): "stream", as dLLM-Var packs. At 640-token rows 21% of the training tokens belong
+# to samples cut by a row boundary (42% at 320), trained without the prompt that fixes their length. "best_fit"
+# keeps them whole (0.4% padding) but is no cure: rows then often end exactly at an EOS, and the row-scope
+# dllm_var model learned "EOS goes at the end of what I see" (the EOS block probe, H200, tiny from scratch:
+# EOS at the block's end in 72-90% of blocks of 8-32 where it did not belong, 0-3% with stream packing). The
+# block_diffusion recipe is the layout built to give neither cue.
+packing = "stream"
 max_iters = 3000
 eval_interval = 1000
 eval_iters = 20

@@ -5,9 +5,9 @@ dataset = "tinystories"
 model = "tiny"
 block_size = 1024  # 99.9% of stories fit in one row (the eos_pad recipe needs that), and the samplers'
 batch_size = 16  # 1024-token canvases stay within the trained positions
-# Samples kept whole (nanodllm/data.py): "stream" packing cuts 25% of the training tokens' stories at a row
-# boundary, training their ends and EOS without the first sentence; best_fit costs 3.1% in padding.
-packing = "best_fit"
+# Packing: "stream" as dLLM-Var (25% of the training tokens belong to stories cut by a row boundary); "best_fit"
+# keeps them whole (3.1% padding) but teaches an end-of-row cue: see config/lengthtask.py.
+packing = "stream"
 max_iters = 4000
 eval_interval = 500
 eval_iters = 20

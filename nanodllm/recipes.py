@@ -183,9 +183,20 @@ def diffusion_masks(cfg: TrainConfig, batch: Batch, t, step, noise, force_eos: b
     else:
         maskable = ~batch.is_prompt & ~batch.is_pad
     masked = maskable & (noise < t[:, None])
-    if force_eos and cfg.recipe in FIXED_EOS:
-        masked |= maskable & (tokens == EOS_ID)  # fixed EOS masking: the model always has to place EOS
+    if force_eos:
+        masked |= always_masked(cfg, batch) & maskable
     return maskable, masked, 1.0 / t
+
+
+def always_masked(cfg: TrainConfig, batch: Batch):
+    """(B, T) bool: what fixed EOS masking hides whatever t. dllm_var: every EOS, so the model always has to place
+    it. block_diffusion: also the rest of the EOS's block, the state a sampler is in before it commits the EOS
+    (masks up to the block's end); shown at rate 1 - t, the next sample's first tokens would tell the model
+    where the EOS goes, which no sampler ever sees."""
+    eos = batch.tokens == EOS_ID
+    if cfg.recipe == "block_diffusion":
+        return eos | after_eos_in_block(batch.tokens, cfg.attn_block_size)
+    return eos if cfg.recipe in FIXED_EOS else torch.zeros_like(eos)
 
 
 def make_example(cfg: TrainConfig, batch: Batch, step: int | None, generator, t=None, noise=None) -> Example:
@@ -230,7 +241,8 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
     dllm_var never sees an EOS in its input in training, so it is validated that way too: its inputs have every
     EOS masked. That is masked diffusion with a schedule of its own for EOS (masked at once, revealed last), and
     the ELBO of such a schedule has two parts: every other text token at noise t with the EOS masked, and the
-    EOS itself given everything else (the last step of decoding), a second pass with weight 1."""
+    EOS itself given everything else (the last step of decoding), a second pass with weight 1. block_diffusion
+    likewise, with what always_masked hides along with the EOS."""
     if cfg.recipe == "ar":
         return [make_example(cfg, batch, None, None)]
     text = ~batch.is_prompt & ~batch.is_pad
@@ -241,9 +253,9 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
     scored = masked & text
     examples = []
     if force_eos:
-        eos = maskable & (batch.tokens == EOS_ID)
-        scored &= ~eos
-        examples.append(Example(torch.where(eos, MASK_ID, batch.tokens), batch.tokens, eos & text,
+        hidden = always_masked(cfg, batch) & maskable
+        scored &= ~hidden
+        examples.append(Example(torch.where(hidden, MASK_ID, batch.tokens), batch.tokens, hidden & text,
                                 torch.ones_like(weights), torch.zeros_like(text.sum()), attention))
     inputs = torch.where(masked, MASK_ID, batch.tokens)
     examples = [Example(inputs, batch.tokens, scored, weights, text.sum(), attention)] + examples
