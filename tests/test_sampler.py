@@ -396,3 +396,124 @@ def test_stats():
     both = GenerationStats.combine([s, s])
     assert both.tokens == [10, 30, 10, 30] and both.nfe == 40 and both.seconds == 4.0
     assert set(s.as_dict()) >= {"tokens_per_s", "nfe_per_token", "mean_length", "termination_rate"}
+
+
+# -----------------------------------------------------------------------------
+# Pinned tokens: what every sampler wrote for a fixed seed before the sampler was reorganised as a lesson. A
+# refactor must give the same tokens and the same number of forward passes, token for token.
+
+PINNED = [  # (sampler, attention, knobs, forward passes, tokens)
+    ('block', 'block_causal', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40}, 16, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+        [24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 62],
+        [62],
+    ]),
+    ('block', 'block_causal', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40, 'cache': False}, 16, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+        [24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 62],
+        [62],
+    ]),
+    ('block', 'block_causal', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40, 'cuda_graphs': True}, 16, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+        [24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 62],
+        [62],
+    ]),
+    ('block', 'block_causal', {'block_size': 6, 'steps_per_block': 3, 'max_new_tokens': 40}, 6, [
+        [59, 59, 59, 59, 59, 59, 62],
+        [62],
+        [24, 24, 59, 59, 59, 59, 59, 62],
+        [62],
+    ]),
+    ('block', 'block_causal', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40, 'temperature': 1.0, 'top_k': 20, 'top_p': 0.9}, 15, [
+        [26, 59, 19, 59, 59, 59, 59, 59, 59, 62],
+        [59, 62],
+        [62],
+        [11, 59, 59, 62],
+    ]),
+    ('block', 'bidirectional', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40}, 14, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 24, 62],
+        [24, 24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 24, 59, 62],
+        [62],
+    ]),
+    ('block', 'bidirectional', {'block_size': 8, 'threshold': 0.3, 'max_new_tokens': 40, 'cuda_graphs': True}, 14, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 24, 62],
+        [24, 24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 24, 59, 62],
+        [62],
+    ]),
+    ('block', 'bidirectional', {'block_size': 8, 'threshold': 0.5, 'max_new_tokens': 40, 'cuda_graphs': True, 'temperature': 1.0}, 16, [
+        [24, 59, 59, 58, 59, 59, 59, 59, 54, 24, 4, 59, 59, 24, 62],
+        [59, 62],
+        [59, 59, 59, 11, 30, 59, 24, 4, 59, 11, 59, 59, 24, 62],
+        [11, 62],
+    ]),
+    ('length_bound', 'bidirectional', {'max_length': 32, 'steps': 8, 'temperature': 1.0}, 17, [
+        [62],
+        [24, 59, 5, 59, 24, 59, 24, 19, 59, 62],
+        [24, 59, 59, 59, 59, 59, 59, 62],
+        [59, 59, 59, 19, 19, 62],
+    ]),
+    ('llada', 'bidirectional', {'gen_length': 16, 'steps': 8, 'block_length': 8}, 8, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 59, 59, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+    ]),
+    ('llada', 'bidirectional', {'gen_length': 16, 'steps': 8, 'block_length': 8, 'cuda_graphs': True}, 8, [
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 24, 24, 59, 59, 62],
+        [59, 59, 59, 59, 59, 59, 59, 59, 62],
+    ]),
+    ('llada', 'bidirectional', {'gen_length': 16, 'steps': 8, 'block_length': 8, 'temperature': 1.0, 'remasking': 'random'}, 8, [
+        [59, 59, 24, 54, 59, 49, 59, 63, 59, 38, 59, 51, 4, 37, 62],
+        [24, 59, 62],
+        [59, 4, 22, 4, 59, 59, 30, 59, 19, 54, 37, 21, 59, 36, 24, 37],
+        [4, 4, 38, 59, 35, 59, 59, 0, 59, 62],
+    ]),
+    ('length_bound', 'bidirectional', {'max_length': 32}, 49, [
+        [62],
+        [24, 62],
+        [24, 24, 24, 24, 62],
+        [62],
+    ]),
+    ('ar', 'causal', {'max_new_tokens': 20}, 20, [
+        [34, 56, 13, 62],
+        [28, 3, 34, 56, 54, 5, 46, 56, 54, 5, 46, 56, 54, 0, 21, 55, 24, 27, 31, 16],
+        [55, 55, 55, 55, 55, 55, 55, 55, 55, 57, 17, 7, 58, 39, 32, 44, 55, 57, 42, 45],
+        [4, 33, 36, 13, 33, 36, 13, 33, 36, 13, 33, 36, 13, 62],
+    ]),
+    ('ar', 'causal', {'max_new_tokens': 20, 'cache': False}, 20, [
+        [34, 56, 13, 62],
+        [28, 3, 34, 56, 54, 5, 46, 56, 54, 5, 46, 56, 54, 0, 21, 55, 24, 27, 31, 16],
+        [55, 55, 55, 55, 55, 55, 55, 55, 55, 57, 17, 7, 58, 39, 32, 44, 55, 57, 42, 45],
+        [4, 33, 36, 13, 33, 36, 13, 33, 36, 13, 33, 36, 13, 62],
+    ]),
+    ('ar', 'causal', {'max_new_tokens': 20, 'cuda_graphs': True}, 20, [
+        [34, 56, 13, 62],
+        [28, 3, 34, 56, 54, 5, 46, 56, 54, 5, 46, 56, 54, 0, 21, 55, 24, 27, 31, 16],
+        [55, 55, 55, 55, 55, 55, 55, 55, 55, 57, 17, 7, 58, 39, 32, 44, 55, 57, 42, 45],
+        [4, 33, 36, 13, 33, 36, 13, 33, 36, 13, 33, 36, 13, 62],
+    ]),
+    ('ar', 'causal', {'max_new_tokens': 20, 'temperature': 1.0, 'top_p': 0.95}, 20, [
+        [63, 9, 62],
+        [28, 10, 41, 18, 27, 6, 14, 28, 23, 31, 56, 17, 27, 31, 12, 63, 5, 21, 36, 36],
+        [58, 11, 4, 12, 53, 6, 32, 53, 35, 37, 39, 32, 44, 6, 59, 33, 36, 45, 60, 46],
+        [20, 45, 32, 31, 34, 18, 36, 35, 5, 22, 52, 61, 61, 29, 0, 6, 13, 45, 36, 36],
+    ]),
+]
+
+
+@pytest.mark.parametrize("name,attention,knobs,nfe,expected", PINNED)
+def test_pinned_tokens(name, attention, knobs, nfe, expected):
+    causal = attention == "causal"
+    model = tiny_model(attention, seed=9 if causal else 5, sharpen=5.0 if causal else 10.0)
+    generate = {"block": block_diffusion_generate, "llada": llada_generate, "length_bound": length_bound_generate,
+                "ar": autoregressive_generate}[name]
+    out, stats = generate(model, PROMPTS, generator=torch.Generator().manual_seed(0), **knobs)
+    assert out == expected
+    assert stats.nfe == nfe
