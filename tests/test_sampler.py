@@ -35,15 +35,17 @@ def wrap_forward(model, edit=None, log=None):
     orig = model.forward
     log = [] if log is None else log
 
-    def forward(idx, *, positions=None, attn_mask=None, kv_cache=None, logits_at=None):
+    def forward(idx, *, positions=None, attn_mask=None, kv_cache=None, write_at=None, logits_at=None):
         log.append(("forward", tuple(idx.shape)))
         if edit is None:
-            return orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, logits_at=logits_at)
+            return orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, write_at=write_at,
+                        logits_at=logits_at)
         B, T = idx.shape
         offset = kv_cache.length if kv_cache is not None else 0
         if positions is None:
             positions = torch.arange(offset, offset + T).expand(B, T)
-        logits = edit(orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache), positions)
+        logits = edit(orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, write_at=write_at),
+                      positions)
         return logits if logits_at is None else logits[logits_at]
 
     model.forward = forward
