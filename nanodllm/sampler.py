@@ -502,7 +502,8 @@ def knobs(name: str, **given) -> dict:
 def generate(name: str, model, prompts, *, generator=None, trace=None, **given):
     """Sampler `name` ("llada", "block", "length_bound" or "ar") on a batch of prompts -> (completions, stats),
     with the knobs given and the sampler's defaults for the rest (see knobs)."""
-    return SAMPLERS[name](model, prompts, generator=generator, trace=trace, **knobs(name, **given))
+    chosen = knobs(name, **given)  # first: it names an unknown sampler
+    return SAMPLERS[name](model, prompts, generator=generator, trace=trace, **chosen)
 
 
 def knobs_from_flags(args) -> dict:

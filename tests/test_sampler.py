@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nanodllm.model import ModelConfig, Transformer
-from nanodllm.sampler import (GenerationStats, autoregressive_generate, block_diffusion_generate, left_pad,
-                              length_bound_generate, llada_generate, next_power_of_two, num_transfer_tokens,
-                              trim_at_eos)
+from nanodllm.sampler import (SAMPLERS, GenerationStats, autoregressive_generate, block_diffusion_generate,
+                              generate, knobs, knobs_from_flags, left_pad, length_bound_generate, llada_generate,
+                              next_power_of_two, num_transfer_tokens, trim_at_eos)
 
 MASK, EOS, PAD = 63, 62, 61
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
@@ -519,3 +519,53 @@ def test_pinned_tokens(name, attention, knobs, nfe, expected):
     out, stats = generate(model, PROMPTS, generator=torch.Generator().manual_seed(0), **knobs)
     assert out == expected
     assert stats.nfe == nfe
+
+
+# -----------------------------------------------------------------------------
+# One entry point: generate(name, ...) with one set of defaults
+
+DEFAULTS = {
+    "llada": dict(gen_length=128, steps=None, block_length=None, temperature=0.0, remasking="low_confidence",
+                  cuda_graphs=False),
+    "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
+                  top_k=None, top_p=None, cache=True, cuda_graphs=False),
+    "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
+    "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
+}
+
+
+def test_one_set_of_defaults():
+    assert {name: knobs(name) for name in SAMPLERS} == DEFAULTS
+    given = knobs("block", block_size=None, threshold=0.5, gen_length=16)  # None: the default; llada's: ignored
+    assert given == DEFAULTS["block"] | dict(threshold=0.5)
+    with pytest.raises(TypeError, match="blok_size"):
+        knobs("block", blok_size=8)
+    with pytest.raises(ValueError, match="unknown sampler 'beam'"):
+        generate("beam", tiny_model(), PROMPTS)
+
+
+@pytest.mark.parametrize("name,attention,given", [
+    ("llada", "bidirectional", dict(gen_length=16, steps=8, block_length=8, max_new_tokens=99)),
+    ("block", "block_causal", dict(block_size=8, threshold=0.3, max_new_tokens=24, gen_length=99)),
+    ("length_bound", "bidirectional", dict(max_length=16, steps=4, block_size=99)),
+    ("ar", "causal", dict(max_new_tokens=8, top_k=5, temperature=1.0, remasking="random")),
+])
+def test_generate_dispatches_every_sampler_by_name(name, attention, given):
+    model = tiny_model(attention)
+    out, stats = generate(name, model, PROMPTS, generator=torch.Generator().manual_seed(0), **given)
+    own = {k: v for k, v in given.items() if k in DEFAULTS[name]}
+    direct, direct_stats = SAMPLERS[name](model, PROMPTS, generator=torch.Generator().manual_seed(0), **own)
+    assert out == direct and stats.nfe == direct_stats.nfe and stats.tokens == direct_stats.tokens
+
+
+def test_llada_steps_and_block_length_default_to_gen_length():
+    model = tiny_model("bidirectional")
+    out, stats = generate("llada", model, PROMPTS, gen_length=16)
+    assert stats.nfe == 16 and out == llada_generate(model, PROMPTS, gen_length=16, steps=16, block_length=16)[0]
+
+
+def test_knobs_from_flags():
+    import argparse
+    flags = argparse.Namespace(block_size=8, no_cache=True, gen_length=None, seed=3, prompt="hi")
+    assert knobs_from_flags(flags) == dict(block_size=8, cache=False, gen_length=None)
+
