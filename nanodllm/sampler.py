@@ -253,8 +253,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     recomputes everything (prompt, finished blocks, current block) every step: the reference for the cache.
 
     Stopping (stopped_rows): a row is finished once it has committed an EOS with nothing masked before it. That
-    can happen mid-block; the row's output is cut after the EOS and the row leaves the batch and the cache (Batch).
-    Rows still move from block to block together (they share the cache length). max_new_tokens caps every row.
+    can happen mid-block; the row's output is cut after the EOS and the row leaves the batch and the cache
+    (DecodingBatch). Rows still move from block to block together (they share the cache length). max_new_tokens
+    caps every row.
 
     cuda_graphs (needs the cache): every pass after the first has one of two shapes, a block alone or a finished
     block with the next one, so each is recorded once as a CUDA graph and replayed (nanodllm/cuda_graphs.py).
@@ -271,7 +272,7 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     kv = KVCache.for_model(model, len(x), total) if cache else None
     segments = _block_segments(P, total, block_size, x.device) if cfg.attention == "block_causal" else None
     step = DecodingStep(model, kv, segments, graphs=cuda_graphs)
-    batch = Batch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
+    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:
@@ -324,7 +325,7 @@ def stopped_rows(block, live, cfg, at_cap: bool):
     return (done if any_done else None), block_open
 
 
-class Batch:
+class DecodingBatch:
     """The rows a sampler is still writing, and what the finished ones wrote.
 
     x (B, W) is the canvas, key_mask and positions its padding (None without), kv the KV cache (or None).
@@ -454,7 +455,7 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
     step = DecodingStep(model, kv, graphs=cuda_graphs)
-    batch = Batch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
+    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodllm.model import ModelConfig, Transformer
-from nanodllm.sampler import (SAMPLERS, GenerationStats, autoregressive_generate, block_diffusion_generate,
+from nanodllm.sampler import (SAMPLERS, autoregressive_generate, block_diffusion_generate,
                               generate, knobs, knobs_from_flags, left_pad, length_bound_generate, llada_generate,
                               next_power_of_two, num_transfer_tokens, trim_at_eos)
 
@@ -389,15 +389,6 @@ def test_length_bound_rounds_to_power_of_two():
     wrap_forward(model, edit_soft)
     _, stats = length_bound_generate(model, PROMPTS, max_length=max_length, steps=4)
     assert stats.info["length_bound"] == [16] * len(PROMPTS) and stats.nfe == 1 + 4
-
-
-def test_stats():
-    s = GenerationStats(tokens=[10, 30], finished=[True, False], nfe=20, row_nfe=40, seconds=2.0)
-    assert s.total_tokens == 40 and s.tokens_per_s == 20 and s.nfe_per_token == 1.0
-    assert s.mean_length == 20 and s.termination_rate == 0.5
-    both = GenerationStats.combine([s, s])
-    assert both.tokens == [10, 30, 10, 30] and both.nfe == 40 and both.seconds == 4.0
-    assert set(s.as_dict()) >= {"tokens_per_s", "nfe_per_token", "mean_length", "termination_rate"}
 
 
 # -----------------------------------------------------------------------------
