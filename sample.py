@@ -87,14 +87,14 @@ def parse_args(argv=None):
     g = p.add_argument_group("block (dLLM-Var) and ar")
     g.add_argument("--max_new_tokens", type=_positive_int, default=None,
                    help=f"cap on new tokens; default {MAX_GENERATION} or what the model's context allows")
-    g.add_argument("--block_size", type=_positive_int, default=None, help=f"default {knobs('block')['block_size']}")
-    g.add_argument("--threshold", type=_unit_float, default=None,
-                   help=f"commit positions more confident than this; default {knobs('block')['threshold']}")
+    g.add_argument("--block_size", type=_positive_int, default=knobs("block")["block_size"])
+    g.add_argument("--threshold", type=_unit_float, default=knobs("block")["threshold"],
+                   help="commit positions more confident than this")
     g.add_argument("--steps_per_block", type=_positive_int, default=None,
                    help="fixed-steps mode (LLaDA's schedule inside each block) instead of the threshold")
     g.add_argument("--no_cache", action="store_true", help="recompute everything every step (block, ar)")
     g = p.add_argument_group("llada (vanilla) and length_bound")
-    g.add_argument("--gen_length", type=_positive_int, default=None, help=f"default {knobs('llada')['gen_length']}")
+    g.add_argument("--gen_length", type=_positive_int, default=knobs("llada")["gen_length"])
     g.add_argument("--steps", type=_positive_int, default=None,
                    help="llada: default gen_length; length_bound: default one token per step")
     g.add_argument("--block_length", type=_positive_int, default=None, help="llada: default gen_length")

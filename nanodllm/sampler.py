@@ -203,8 +203,7 @@ def llada_generate(model, prompt, *, gen_length=128, steps=None, block_length=No
     prompt: a (B, L) tensor as in LLaDA, or a list of token-id lists (left-padded, with a key-padding mask).
     """
     cfg = model.config
-    steps = gen_length if steps is None else steps
-    block_length = gen_length if block_length is None else block_length
+    steps, block_length = _llada_defaults(gen_length, steps, block_length)
     _check_llada(gen_length, steps, block_length, remasking, temperature)
     x, P, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
     step = DecodingStep(model, graphs=cuda_graphs)
@@ -229,6 +228,12 @@ def llada_generate(model, prompt, *, gen_length=128, steps=None, block_length=No
     out = [trim_at_eos(row, cfg.eos_id) for row in x[:, P:].tolist()]
     nfe = num_blocks * steps_per_block
     return out, GenerationStats.of(out, cfg.eos_id, nfe, nfe * len(out), timer.seconds)
+
+
+def _llada_defaults(gen_length: int, steps, block_length):
+    """(steps, block_length): as given, or gen_length where None, as in LLaDA's generate.py (one block, one token
+    per step)."""
+    return gen_length if steps is None else steps, gen_length if block_length is None else block_length
 
 
 # -----------------------------------------------------------------------------
@@ -488,7 +493,7 @@ KNOBS = {name for fn in SAMPLERS.values() for name, p in inspect.signature(fn).p
 
 def knobs(name: str, **given) -> dict:
     """Every knob of sampler `name` with the value it runs with: the given one, or the sampler's default where
-    it is not given or is None. Knobs of the other samplers are ignored, so a script can pass all its flags to
+    it is not given or is None (for llada, steps and block_length then follow gen_length). Knobs of the other samplers are ignored, so a script can pass all its flags to
     whichever sampler is chosen; a knob no sampler has is an error."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
@@ -496,8 +501,12 @@ def knobs(name: str, **given) -> dict:
     if unknown:
         raise TypeError(f"no sampler has the knob(s) {sorted(unknown)}; the knobs are {sorted(KNOBS)}")
     params = inspect.signature(SAMPLERS[name]).parameters
-    return {k: p.default if given.get(k) is None else given[k] for k, p in params.items()
-            if p.kind == p.KEYWORD_ONLY and k not in ("generator", "trace")}
+    chosen = {k: p.default if given.get(k) is None else given[k] for k, p in params.items()
+              if p.kind == p.KEYWORD_ONLY and k not in ("generator", "trace")}
+    if name == "llada":  # the values its None defaults stand for, so a trace can say how its tokens were made
+        chosen["steps"], chosen["block_length"] = _llada_defaults(chosen["gen_length"], chosen["steps"],
+                                                                  chosen["block_length"])
+    return chosen
 
 
 def generate(name: str, model, prompts, *, generator=None, trace=None, **given):

@@ -516,8 +516,8 @@ def test_pinned_tokens(name, attention, knobs, nfe, expected):
 # One entry point: generate(name, ...) with one set of defaults
 
 DEFAULTS = {
-    "llada": dict(gen_length=128, steps=None, block_length=None, temperature=0.0, remasking="low_confidence",
-                  cuda_graphs=False),
+    "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
+                  cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
                   top_k=None, top_p=None, cache=True, cuda_graphs=False),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
@@ -529,6 +529,8 @@ def test_one_set_of_defaults():
     assert {name: knobs(name) for name in SAMPLERS} == DEFAULTS
     given = knobs("block", block_size=None, threshold=0.5, gen_length=16)  # None: the default; llada's: ignored
     assert given == DEFAULTS["block"] | dict(threshold=0.5)
+    assert knobs("llada", gen_length=64, steps=None) == DEFAULTS["llada"] | dict(gen_length=64, steps=64,
+                                                                                 block_length=64)
     with pytest.raises(TypeError, match="blok_size"):
         knobs("block", blok_size=8)
     with pytest.raises(ValueError, match="unknown sampler 'beam'"):
