@@ -15,6 +15,7 @@ The `attention` option picks the mask:
   causal         an ordinary GPT, our autoregressive baseline, trained and sampled with the same code.
   block_causal   tokens see their own block and all earlier blocks (BD3-LM). With it the block sampler's
                  KV cache is exact, which is how the tests check the cache.
+One function, attention_mask, builds every mask: the model's own, and the ones the samplers pass in.
 """
 
 import math
@@ -277,8 +278,8 @@ class Transformer(nn.Module):
         """idx (B, T) token ids -> logits (B, T, V), or (N, V) at the N True positions of `logits_at` (B, T).
 
         positions:  (T,) or (B, T) RoPE positions; default offset + arange(T), offset = cached length.
-        attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask,
-                    which replaces the structural mask (the samplers build block-causal masks this way).
+        attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask
+                    from attention_mask, which replaces the model's own (the samplers' block-causal masks).
         kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
         write_at:   (T,) the cache columns to write the new keys/values to, instead of right after the prefix;
                     the pass then attends over the whole cache, under a full attn_mask (cuda_graphs.py).
