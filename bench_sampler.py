@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from nanodllm import metrics
-from nanodllm.sampler import (GenerationStats, autoregressive_generate, block_diffusion_generate,
-                              llada_generate)
+from nanodllm.checkpoint import CheckpointError, load_model
+from nanodllm.sampler import GenerationStats, generate, knobs
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -48,6 +48,13 @@ LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block,
           "llada": "LLaDA vanilla", "ar": "autoregressive, KV cache",
           "block_graphs": "dLLM-Var block, cache, graphs", "llada_graphs": "LLaDA vanilla, graphs",
           "ar_graphs": "autoregressive, cache, graphs"}
+
+
+def fail(message: str):
+    """A command that cannot run as given: one line saying what to do, no traceback, exit code 2 (as argparse's
+    own usage errors)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_args(argv=None):
@@ -64,7 +71,7 @@ def parse_args(argv=None):
                    "(default: all n_prompts)")
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS}")
-    p.add_argument("--block_size", type=int, default=64)
+    p.add_argument("--block_size", type=int, default=knobs("block")["block_size"])
     p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each")
     p.add_argument("--max_new_tokens", type=int, default=1024, help="cap of the block and ar samplers")
     p.add_argument("--llada_gen_length", type=int, default=1024)
@@ -110,28 +117,27 @@ def load_prompts(args) -> list[list[int]]:
     if args.prompt_file:
         path = Path(args.prompt_file)
         if not path.is_file():
-            sys.exit(f"error: {path} does not exist")
+            fail(f"--prompt_file {path} does not exist")
         tok = get_tokenizer()
         prompts = [tok.encode(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         try:
             from nanodllm.prepare import load_split
             split = load_split(args.data_dir, args.split)
-        except Exception as e:
-            sys.exit(f"error: cannot read prompts from {args.data_dir} ({type(e).__name__}: {e}); prepare the "
-                     f"data (python data/tinystories/prepare.py) or pass --prompt_file")
+        except (FileNotFoundError, ValueError) as e:
+            fail(f"cannot read prompts from {args.data_dir} ({e}); prepare the data (python "
+                 f"data/tinystories/prepare.py) or pass --prompt_file")
         prompts = [prompt for prompt, _ in split.prompt_pairs(args.n_prompts)]
     if not prompts:
-        sys.exit("error: no prompts found")
+        fail("no prompts found: pass a --prompt_file with at least one non-empty line")
     return prompts[:args.n_prompts]
 
 
 def load(path, device, max_seq_len):
-    from nanodllm.checkpoint import load_model
     try:
         return load_model(path, device, max_seq_len)
-    except Exception as e:
-        sys.exit(f"error: cannot load {path}: {type(e).__name__}: {e}")
+    except CheckpointError as e:
+        fail(f"cannot load {path}: {e}")
 
 
 def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
@@ -141,16 +147,14 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
     common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
-        return block_diffusion_generate(model, prompts, block_size=args.block_size, threshold=threshold,
-                                        max_new_tokens=n, cache=name != "block_nocache", **common)
+        return generate("block", model, prompts, block_size=args.block_size, threshold=threshold, max_new_tokens=n,
+                        cache=name != "block_nocache", **common)
     if name.startswith("llada"):
-        if warmup:
-            return llada_generate(model, prompts, gen_length=args.llada_block_length,
-                                  steps=args.llada_steps // (args.llada_gen_length // args.llada_block_length),
-                                  block_length=args.llada_block_length, **common)
-        return llada_generate(model, prompts, gen_length=args.llada_gen_length, steps=args.llada_steps,
-                              block_length=args.llada_block_length, **common)
-    return autoregressive_generate(model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens, **common)
+        blocks = args.llada_gen_length // args.llada_block_length  # a warm-up decodes the first block only
+        return generate("llada", model, prompts, block_length=args.llada_block_length,
+                        gen_length=args.llada_block_length if warmup else args.llada_gen_length,
+                        steps=args.llada_steps // blocks if warmup else args.llada_steps, **common)
+    return generate("ar", model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens, **common)
 
 
 def bench(name, model, prompts, batch_size, args, device, dtype, threshold=None):
@@ -182,8 +186,8 @@ def check_fits(name, model, prompts, args):
     new = args.llada_gen_length if name.startswith("llada") else args.max_new_tokens
     if longest + new > model.config.max_seq_len:
         flag = "--llada_gen_length" if name.startswith("llada") else "--max_new_tokens"
-        sys.exit(f"error: {name}: the longest prompt ({longest} tokens) + {new} new tokens exceeds the model's "
-                 f"max_seq_len {model.config.max_seq_len}; lower {flag} to at most {model.config.max_seq_len - longest}")
+        fail(f"{name}: the longest prompt ({longest} tokens) + {new} new tokens exceeds the model's max_seq_len "
+             f"{model.config.max_seq_len}; lower {flag} to at most {model.config.max_seq_len - longest}")
 
 
 def add_speedups(rows, batch_size):
@@ -214,7 +218,10 @@ def markdown(rows) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    device = pick_device(args.device, Dist())
+    try:
+        device = pick_device(args.device, Dist())
+    except (RuntimeError, ValueError) as e:
+        fail(str(e))
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     torch.manual_seed(args.seed)
     prompts = load_prompts(args)
@@ -223,12 +230,14 @@ def main(argv=None):
     needed = max(len(p) for p in prompts) + max(args.max_new_tokens, args.llada_gen_length)
     diffusion, info = load(args.init_from, device, needed)
     if diffusion.config.attention == "causal":
-        sys.exit(f"error: {args.init_from} is a causal model; --init_from takes the diffusion model")
+        fail(f"{args.init_from} is a causal model; --init_from takes the diffusion model (and --ar_init_from the "
+             f"causal one)")
     ar = None  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:
         ar, _ = load(args.ar_init_from, device, needed)
         if ar.config.attention != "causal":
-            sys.exit(f"error: {args.ar_init_from} is not a causal model")
+            fail(f"--ar_init_from {args.ar_init_from} is a {ar.config.attention} model; pass the autoregressive "
+                 f"(causal, recipe ar) checkpoint")
     for name in args.samplers:
         models[name] = ar if name.startswith("ar") else diffusion
     for name in args.samplers:

@@ -27,48 +27,33 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
 
 It writes into --out_dir: results.json (everything), results.md (the tables), samples.jsonl (each prompt with its
 reference and every sampler's response) and the figures eos_heatmap.png, lengths_scatter.png, lengths_hist.png.
+This script parses the flags and runs; the experiments are nanodllm/evaluation.py, the tables nanodllm/report.py.
+A command that cannot run as given stops with one `error: ...` line and exit code 2.
 """
 
 import argparse
-import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from nanodllm import metrics, plots
+from nanodllm import metrics, plots, report
 from nanodllm.checkpoint import CheckpointError, load_model
-from nanodllm.config import ConfigError, config_from_dict
-from nanodllm.prepare import load_split
-from nanodllm.sampler import GenerationStats, make_canvas
+from nanodllm.evaluation import (EvaluationError, check_room, first_step_test, generation_results, load_pairs,
+                                 run_name, validation_nll)
+from nanodllm.sampler import knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, pick_device
-from nanodllm.tasks import Example, score
 from nanodllm.tokenizer import get_tokenizer
-from nanodllm.training import evaluate
-from sample import generate
 
 DATASETS = ("lengthtask", "tinystories", "fineweb")
 SAMPLERS = ("block", "llada", "length_bound", "ar")
-
-# Columns of the tables: (header, key, format). A missing or None value prints as "-".
-SAMPLER_COLUMNS = [("terminated", "termination_rate", "{:.0%}"), ("mean len", "mean_generated", "{:.1f}"),
-                   ("len MAE", "mae", "{:.1f}"), ("rel. err", "rel_error", "{:.2f}"),
-                   ("Pearson r", "pearson", "{:.2f}"), ("W1", "wasserstein", "{:.1f}"),
-                   ("exact match", "exact_match", "{:.0%}"), ("exact length", "exact_length", "{:.0%}"),
-                   ("rep-4", "repetition", "{:.2f}"), ("gen PPL", "gen_ppl", "{:.2f}"),
-                   ("tokens/s", "tokens_per_s", "{:.0f}"), ("NFE/token", "nfe_per_token", "{:.3f}")]
-MODEL_COLUMNS = [("val NLL", "val_nll", "{:.4f}"), ("EOS exact (1st step)", "eos_exact", "{:.0%}"),
-                 ("EOS MRR", "eos_mrr", "{:.3f}")]
-FIRST_STEP_COLUMNS = [("n", "n", "{}"), ("exact", "exact_acc", "{:.0%}"), ("within ±k", "acc_within_k", "{:.0%}"),
-                      ("MAE", "mae", "{:.1f}"), ("P(EOS) at true", "p_eos_true", "{:.3f}"), ("MRR", "mrr", "{:.3f}")]
-
-
 def fail(message: str):
-    sys.exit(f"error: {message}")
+    """A command that cannot run as given: one line saying what to do, no traceback, exit code 2 (as argparse's
+    own usage errors)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def parse_args(argv=None):
@@ -96,8 +81,9 @@ def parse_args(argv=None):
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top_k", type=int, default=None)
     g.add_argument("--top_p", type=float, default=None)
-    g.add_argument("--block_size", type=int, default=32, help="block: tokens per block")
-    g.add_argument("--threshold", type=float, default=0.9, help="block: commit positions more confident than this")
+    g.add_argument("--block_size", type=int, default=knobs("block")["block_size"], help="block: tokens per block")
+    g.add_argument("--threshold", type=float, default=knobs("block")["threshold"],
+                   help="block: commit positions more confident than this")
     g.add_argument("--steps_per_block", type=int, default=None, help="block: fixed steps instead of the threshold")
     g.add_argument("--no_cache", action="store_true", help="block, ar: recompute everything every step")
     g.add_argument("--gen_length", type=int, default=None, help="llada: the canvas (default: --max_new_tokens)")
@@ -152,252 +138,34 @@ def parse_args(argv=None):
 
 
 # -----------------------------------------------------------------------------
-# Held-out pairs
-
-def load_pairs(dataset: str, data_dir: Path, n: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt, reference response) token lists of the first n validation documents that have a prompt."""
-    try:
-        split = load_split(data_dir, "val")
-    except (FileNotFoundError, ValueError) as e:
-        hint = (" (the length task data is written by train.py config/lengthtask.py on first use, or by "
-                "nanodllm.tasks.ensure_task_data)" if dataset == "lengthtask" else "")
-        fail(f"{e}{hint}")
-    meta_path = data_dir / "meta.json"
-    if not meta_path.is_file():
-        fail(f"{data_dir} is not a prepared data directory: meta.json is missing")
-    prepared = json.loads(meta_path.read_text())["dataset"]
-    if prepared != dataset:
-        fail(f"{data_dir} holds prepared {prepared!r} data, not {dataset!r}: pass --data {prepared}, or the "
-             f"--data_dir of the {dataset} data")
-    pairs = split.prompt_pairs(n)
-    if not pairs:
-        fail(f"{data_dir}: no validation document has a prompt")
-    return pairs
-
-
-def run_name(init_from) -> str:
-    """A model's name in the tables: its run's out_dir name (also when pointed at one of its ckpt_* dirs)."""
-    path = Path(init_from).resolve()
-    return path.parent.name if path.name.startswith("ckpt_") else path.name
-
-
-def check_room(model, longest_prompt: int, needs: dict):
-    """Every canvas must fit in the model's context after the longest prompt. needs: what -> (tokens, flag)."""
-    room = model.config.max_seq_len - longest_prompt
-    for what, (n, flag) in needs.items():
-        if n > room:
-            fail(f"{what} needs {n} positions after the longest prompt ({longest_prompt} tokens), but the model's "
-                 f"max_seq_len {model.config.max_seq_len} leaves {room}: pass {flag} {room} (or less)")
-
-
-# -----------------------------------------------------------------------------
-# The first-step EOS test
-
-@torch.no_grad()
-def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, seed: int, autocast_ctx):
-    """(eos_prob, eos_is_argmax), both (N, canvas) arrays: the model's belief about EOS after one forward pass
-    over prompt + canvas, where the canvas holds masks except at round(reveal * len(response)) positions of the
-    true response, chosen at random (seeded). A revealed position holds a known text token, so it cannot be the
-    EOS: its P(EOS) is set to 0. Prompts are left-padded as in the samplers (key-padding mask, per-row RoPE
-    positions), so each row is computed as if it were alone."""
-    cfg = model.config
-    device = next(model.parameters()).device
-    rng = np.random.default_rng([seed, round(reveal * 1000)])
-    probs, tops = [], []
-    for b in tqdm(range(0, len(pairs), batch_size), desc=f"first step, {reveal:.0%} revealed", unit="batch"):
-        chunk = pairs[b:b + batch_size]
-        x, P, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
-        for i, (_, response) in enumerate(chunk):
-            shown = torch.as_tensor(rng.choice(len(response), size=round(reveal * len(response)), replace=False),
-                                    dtype=torch.long, device=device)
-            x[i, P + shown] = torch.tensor(response, dtype=torch.long, device=device)[shown]
-        with autocast_ctx:
-            logits = model(x, positions=positions, attn_mask=key_mask, logits_at=(slice(None), slice(P, None)))
-        logits = logits.float()  # (B, canvas, V)
-        given = (x[:, P:] != cfg.mask_id)
-        p_eos = (logits[..., cfg.eos_id] - logits.logsumexp(dim=-1)).exp().masked_fill(given, 0.0)
-        probs.append(p_eos.cpu())
-        tops.append(((logits.argmax(dim=-1) == cfg.eos_id) & ~given).cpu())
-    return torch.cat(probs).numpy(), torch.cat(tops).numpy()
-
-
-def first_step_test(model, pairs, args, autocast_ctx) -> tuple[dict, dict]:
-    """(results, heatmap data): the EOS metrics at each reveal fraction, on the pairs whose EOS fits the canvas."""
-    fits = [pair for pair in pairs if len(pair[1]) < args.canvas]
-    true_len = np.array([len(r) for _, r in fits])
-    out = dict(canvas=args.canvas, n_beyond_canvas=len(pairs) - len(fits), by_reveal={})
-    heatmap = None
-    for reveal in args.reveal if fits else []:
-        eos_prob, eos_is_argmax = first_step_eos(model, fits, args.canvas, reveal, args.batch_size, args.seed,
-                                                 autocast_ctx)
-        out["by_reveal"][f"{reveal:g}"] = metrics.eos_position_metrics(eos_prob, eos_is_argmax, true_len,
-                                                                       args.tolerance)
-        if heatmap is None:  # the first fraction (0 by default: the canvas as the samplers start from it)
-            heatmap = dict(eos_prob=eos_prob, true_len=true_len, reveal=reveal,
-                           predicted=metrics.predicted_eos_position(eos_prob, eos_is_argmax))
-    return out, heatmap
-
-
-# -----------------------------------------------------------------------------
-# Generation and quality
-
-def run_sampler(model, name, prompts, args, autocast_ctx) -> tuple[list[list[int]], GenerationStats, list[int]]:
-    """(completions, stats, length bounds) of one sampler over all prompts, in batches."""
-    generator = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
-    completions, parts, bounds = [], [], []
-    for b in tqdm(range(0, len(prompts), args.batch_size), desc=f"generating ({name})", unit="batch"):
-        with autocast_ctx:
-            out, stats = generate(model, name, prompts[b:b + args.batch_size], args, generator, None)
-        completions += out
-        parts.append(stats)
-        bounds += stats.info.get("length_bound", [])
-    return completions, GenerationStats.combine(parts), bounds
-
-
-def score_responses(completions, pairs, args, judge, autocast_ctx) -> tuple[dict, list[list[int]]]:
-    """(metrics, responses) of one sampler's completions; responses are the completions without their EOS."""
-    tok = get_tokenizer()
-    lengths = [metrics.response_length(c, tok.eos_id) for c in completions]
-    responses = [c[:n] for c, n in zip(completions, lengths)]
-    out = dict(termination_rate=metrics.termination_rate(completions, tok.eos_id),
-               **metrics.length_metrics(lengths, [len(r) for _, r in pairs]),
-               repetition=metrics.repetition_rate(responses), exact_match=None, exact_length=None, gen_ppl=None,
-               generated_lengths=lengths)
-    if args.data == "lengthtask":  # the answer is known: score it (tasks.score compares texts)
-        scores = [score(Example("", tok.decode(p), tok.decode(r)), tok.decode(g))
-                  for (p, r), g in zip(pairs, responses)]
-        out["exact_match"] = metrics.accuracy([s["exact_match"] for s in scores])
-        out["exact_length"] = metrics.accuracy([s["exact_length"] for s in scores])
-    if judge is not None:
-        out["judge"] = metrics.judge_perplexity(judge, [p for p, _ in pairs], responses, args.batch_size,
-                                                autocast_ctx)
-        out["gen_ppl"] = out["judge"]["ppl"]
-    return out, responses
-
-
-def validation_nll(model, info, args, device, autocast_ctx) -> dict | None:
-    """The validation NLL bound of the model's own training recipe on --data's val split, via
-    nanodllm.training.evaluate with the training config from the checkpoint; None with --eval_iters 0."""
-    if args.eval_iters == 0:
-        return None
-    if not info.get("train"):
-        print("note: the checkpoint holds no training config: no validation NLL (its recipe is unknown)")
-        return None
-    try:
-        cfg = config_from_dict(info["train"])
-    except ConfigError as e:
-        fail(f"cannot rebuild the training config from the checkpoint ({e}); pass --eval_iters 0 to skip the "
-             f"validation NLL")
-    cfg = dataclasses.replace(cfg, dataset=args.data, data_dir=str(args.data_dir),
-                              eval_iters=args.eval_iters or cfg.eval_iters)
-    result = evaluate(model, cfg, load_split(args.data_dir, "val"), device, autocast_ctx)
-    model.eval()  # evaluate leaves the model in training mode
-    return dict(result, recipe=cfg.recipe, eval_iters=cfg.eval_iters)
-
-
-# -----------------------------------------------------------------------------
-# Reports
-
-def _clean(obj):
-    """JSON-safe: nan and inf become null (json.dumps would write NaN, which is not JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
-
-
-def _cells(values: dict, columns) -> list[str]:
-    return ["-" if values.get(key) is None else fmt.format(values[key]) for _, key, fmt in columns]
-
-
-def _table(header: list[str], rows: list[list[str]], n_text: int = 1) -> list[str]:
-    """A markdown table; the first n_text columns are names (left-aligned), the rest numbers (right-aligned)."""
-    rule = "|" + "---|" * n_text + "---:|" * (len(header) - n_text)
-    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _reference_cells(reference: dict) -> list[str]:
-    """The reference responses as a row of the sampler table: their length, repetition and perplexity."""
-    return _cells(dict(mean_generated=reference["mean_length"], repetition=reference["repetition"],
-                       gen_ppl=reference["gen_ppl"]), SAMPLER_COLUMNS)
-
-
-def markdown_report(results: dict) -> str:
-    m, q = results["model"], results["quality"]
-    lines = [f"# {m['label']}: {m['attention']} model, recipe {m['recipe']}, step {m['step']}", "",
-             f"{results['data']['num_samples']} held-out {results['data']['dataset']} pairs from "
-             f"{results['data']['data_dir']}; mean reference length {results['reference']['mean_length']:.1f} "
-             f"tokens. Device {results['device']} ({results['dtype']}).", ""]
-    if q:
-        lines += [f"Validation NLL bound ({q['recipe']} recipe): {q['val_nll']:.4f} nats/token "
-                  f"(perplexity {q['val_ppl']:.2f}) over {q['val_tokens']:,} tokens.", ""]
-    lines += ["## Generation", ""]
-    rows = [["reference"] + _reference_cells(results["reference"])]
-    rows += [[name] + _cells(r, SAMPLER_COLUMNS) for name, r in results["samplers"].items()]
-    lines += _table(["sampler"] + [h for h, _, _ in SAMPLER_COLUMNS], rows)
-    lines += [""] + [f"- {name} skipped: {why}" for name, why in results["skipped_samplers"].items()]
-    lines += ["", "## First-step EOS prediction", ""]
-    fs = results["first_step"]
-    if "skipped" in fs:
-        lines.append(f"Skipped: {fs['skipped']}")
-    else:
-        lines.append(f"One forward pass on prompt + {fs['canvas']} positions (k = {results['args']['tolerance']}); "
-                     f"{fs['n_beyond_canvas']} samples whose EOS lies beyond the canvas are left out.")
-        rows = [[f"{float(r):.0%}"] + _cells(v, FIRST_STEP_COLUMNS) for r, v in fs["by_reveal"].items()]
-        lines += [""] + _table(["revealed"] + [h for h, _, _ in FIRST_STEP_COLUMNS], rows)
-    lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in results["plots"]]
-    return "\n".join(lines) + "\n"
-
-
-def merge_tables(paths) -> str:
-    """One markdown table of several results.json: a row per model x sampler, with the model's validation NLL
-    and first-step EOS numbers (nothing revealed), and one reference row per distinct set of pairs and judge."""
-    rows, seen = [], set()
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            fail(f"{path} does not exist")
-        r = json.loads(path.read_text())
-        fs = r["first_step"].get("by_reveal", {}).get("0") or {}
-        model = _cells(dict(val_nll=(r["quality"] or {}).get("val_nll"), eos_exact=fs.get("exact_acc"),
-                            eos_mrr=fs.get("mrr")), MODEL_COLUMNS)
-        key = (r["data"]["dataset"], r["data"]["data_dir"], r["data"]["num_samples"], r["args"]["judge"])
-        if key not in seen:
-            seen.add(key)
-            rows.append(["reference", "-", r["data"]["dataset"], "-"] + _cells({}, MODEL_COLUMNS)
-                        + _reference_cells(r["reference"]))
-        rows += [[r["model"]["label"], r["model"]["recipe"], r["data"]["dataset"], name] + model
-                 + _cells(s, SAMPLER_COLUMNS) for name, s in r["samplers"].items()]
-    header = ["model", "recipe", "data", "sampler"] + [h for h, _, _ in MODEL_COLUMNS + SAMPLER_COLUMNS]
-    return "\n".join(_table(header, rows, n_text=4)) + "\n"
-
-
-# -----------------------------------------------------------------------------
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.merge:
-        table = merge_tables(args.merge)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(table)
-            print(f"wrote {args.out}")
-        else:
-            print(table, end="")
-        return
+    try:
+        merge(args) if args.merge else run(args)
+    except (EvaluationError, CheckpointError, FileNotFoundError) as e:  # our own messages say what to do
+        fail(str(e))
 
+
+def merge(args):
+    """--merge: one markdown table of several results.json."""
+    table = report.merge_tables(args.merge)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+        print(f"wrote {args.out}")
+    else:
+        print(table, end="")
+
+
+def run(args):
     # ---- everything that can be wrong is checked before the first forward pass ----
     try:
         device = pick_device(args.device, Dist())
-        model, info = load_model(args.init_from, device)
-        judge = load_model(args.judge, device)[0] if args.judge else None
-    except (CheckpointError, RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError) as e:
         fail(str(e))
+    model, info = load_model(args.init_from, device)
+    judge = load_model(args.judge, device)[0] if args.judge else None
     if judge is not None and judge.config.attention != "causal":
         fail(f"--judge {args.judge} is a {judge.config.attention} model; the judge must be causal (recipe ar)")
     cfg = model.config
@@ -427,7 +195,6 @@ def main(argv=None):
     print(f"{args.init_from} (step {info.get('step')}): {cfg.attention} model, recipe {train.get('recipe')}, "
           f"{model.num_params() / 1e6:.2f}M parameters; {len(pairs)} {args.data} pairs; {device} ({dtype})")
     torch.manual_seed(args.seed)
-    tok = get_tokenizer()
     references = [r for _, r in pairs]
     ref_lengths = [len(r) for r in references]
 
@@ -438,10 +205,11 @@ def main(argv=None):
                                   "to place EOS in one pass")
         print(f"first-step EOS test skipped: {first_step['skipped']}")
     else:
-        first_step, heatmap = first_step_test(model, pairs, args, autocast_ctx)
+        first_step, heatmap = first_step_test(model, pairs, args.canvas, args.reveal, args.tolerance,
+                                              args.batch_size, args.seed, autocast_ctx)
 
     # ---- quality: the NLL bound, and the references under the judge (the anchor for the samplers') ----
-    quality = validation_nll(model, info, args, device, autocast_ctx)
+    quality = validation_nll(model, info, args.data, args.data_dir, args.eval_iters, device, autocast_ctx)
     reference = dict(mean_length=float(np.mean(ref_lengths)),
                      repetition=metrics.repetition_rate(references), gen_ppl=None)
     if judge is not None:
@@ -449,16 +217,8 @@ def main(argv=None):
         reference["gen_ppl"] = reference["judge"]["ppl"]
 
     # ---- generation, scored like the references ----
-    results_by_sampler, texts = {}, {}
-    for name in samplers:
-        completions, stats, bounds = run_sampler(model, name, prompts, args, autocast_ctx)
-        scores, responses = score_responses(completions, pairs, args, judge, autocast_ctx)
-        scores.update(tokens_per_s=stats.tokens_per_s, nfe_per_token=stats.nfe_per_token, nfe=stats.nfe,
-                      seconds=stats.seconds, total_tokens=stats.total_tokens)
-        if bounds:
-            scores["mean_length_bound"] = float(np.mean(bounds))
-        results_by_sampler[name], texts[name] = scores, [tok.decode(r) for r in responses]
-        print(f"{name}: {stats}")
+    results_by_sampler, texts = generation_results(model, samplers, pairs, knobs_from_flags(args), args.data, judge,
+                                                   args.batch_size, args.seed, autocast_ctx)
 
     # ---- outputs ----
     plot_files = []
@@ -482,15 +242,16 @@ def main(argv=None):
         args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         quality=quality, reference=reference, first_step=first_step, samplers=results_by_sampler,
         skipped_samplers=skipped, plots=plot_files)
-    results = _clean(results)
+    results = report.json_safe(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown_report(results)
-    (out_dir / "results.md").write_text(report)
+    markdown = report.markdown_report(results)
+    (out_dir / "results.md").write_text(markdown)
+    tok = get_tokenizer()
     with open(out_dir / "samples.jsonl", "w") as f:
         for i, (p, r) in enumerate(pairs):
             f.write(json.dumps(dict(prompt=tok.decode(p), reference=tok.decode(r),
                                     **{name: texts[name][i] for name in texts})) + "\n")
-    print("\n" + report)
+    print("\n" + markdown)
     print(f"wrote {out_dir}/results.json, results.md, samples.jsonl" + "".join(f", {p}" for p in plot_files))
 
 

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm.sampler import (GenerationStats, autoregressive_generate, block_diffusion_generate,
-                              length_bound_generate, llada_generate)
+from nanodllm.sampler import GenerationStats, generate, knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -88,13 +87,14 @@ def parse_args(argv=None):
     g = p.add_argument_group("block (dLLM-Var) and ar")
     g.add_argument("--max_new_tokens", type=_positive_int, default=None,
                    help=f"cap on new tokens; default {MAX_GENERATION} or what the model's context allows")
-    g.add_argument("--block_size", type=_positive_int, default=64)
-    g.add_argument("--threshold", type=_unit_float, default=0.9, help="commit positions more confident than this")
+    g.add_argument("--block_size", type=_positive_int, default=knobs("block")["block_size"])
+    g.add_argument("--threshold", type=_unit_float, default=knobs("block")["threshold"],
+                   help="commit positions more confident than this")
     g.add_argument("--steps_per_block", type=_positive_int, default=None,
                    help="fixed-steps mode (LLaDA's schedule inside each block) instead of the threshold")
     g.add_argument("--no_cache", action="store_true", help="recompute everything every step (block, ar)")
     g = p.add_argument_group("llada (vanilla) and length_bound")
-    g.add_argument("--gen_length", type=_positive_int, default=128)
+    g.add_argument("--gen_length", type=_positive_int, default=knobs("llada")["gen_length"])
     g.add_argument("--steps", type=_positive_int, default=None,
                    help="llada: default gen_length; length_bound: default one token per step")
     g.add_argument("--block_length", type=_positive_int, default=None, help="llada: default gen_length")
@@ -201,33 +201,6 @@ def _call_all(callbacks):
 
 # -----------------------------------------------------------------------------
 
-SAMPLER_FUNCTIONS = {"block": block_diffusion_generate, "llada": llada_generate,
-                     "length_bound": length_bound_generate, "ar": autoregressive_generate}
-
-
-def sampler_knobs(sampler, args) -> dict:
-    """The keyword arguments the chosen sampler is called with, besides the generator and the trace. --trace_out
-    records them, so a figure can say how its tokens were made."""
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    if sampler == "block":
-        return dict(block_size=args.block_size, threshold=args.threshold, steps_per_block=args.steps_per_block,
-                    max_new_tokens=args.max_new_tokens, cache=not args.no_cache, **sampling)
-    if sampler == "llada":
-        return dict(gen_length=args.gen_length, steps=args.steps or args.gen_length,
-                    block_length=args.block_length or args.gen_length, temperature=args.temperature,
-                    remasking=args.remasking)
-    if sampler == "length_bound":
-        return dict(max_length=args.max_length, steps=args.steps, temperature=args.temperature,
-                    remasking=args.remasking)
-    return dict(max_new_tokens=args.max_new_tokens, cache=not args.no_cache, **sampling)
-
-
-def generate(model, sampler, prompts, args, generator, trace):
-    """One batch through the chosen sampler -> (completions, stats)."""
-    return SAMPLER_FUNCTIONS[sampler](model, prompts, generator=generator, trace=trace,
-                                      **sampler_knobs(sampler, args))
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -273,8 +246,8 @@ def main(argv=None):
             calls.append({"samples": list(range(b, b + len(batch))), "frames": callbacks[-1].frames})
         try:
             with autocast(device, dtype):
-                out, stats = generate(model, sampler, [ids for _, ids in batch], args, generator,
-                                      _call_all(callbacks))
+                out, stats = generate(sampler, model, [ids for _, ids in batch], generator=generator,
+                                      trace=_call_all(callbacks), **knobs_from_flags(args))
         except ValueError as e:  # a bad combination of knobs, or a prompt too long for the model
             sys.exit(f"error: {e}")
         results += [(i, o, f) for (i, _), o, f in zip(batch, out, stats.finished)]
@@ -289,7 +262,7 @@ def main(argv=None):
     print(f"\n{GenerationStats.combine(parts)}")
     if args.trace_out:
         # One entry per generate call (a batch): its rows are the samples it lists, in order.
-        trace = {"sampler": sampler, "knobs": sampler_knobs(sampler, args), "mask_id": cfg.mask_id,
+        trace = {"sampler": sampler, "knobs": knobs(sampler, **knobs_from_flags(args)), "mask_id": cfg.mask_id,
                  "eos_id": cfg.eos_id, "samples": [{"prompt": texts[i], "prompt_ids": ids} for i, ids in jobs],
                  "calls": calls}
         Path(args.trace_out).parent.mkdir(parents=True, exist_ok=True)

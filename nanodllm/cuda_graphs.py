@@ -1,34 +1,95 @@
-"""Fixed-shape forward passes for decoding, recorded once as CUDA graphs and replayed at every step.
+"""A sampler's forward pass, eager or with fixed shapes recorded once as CUDA graphs and replayed at every step.
 
-Why: a small model decodes one short block (or one token) per forward pass. Its matmuls take microseconds, but
-eager PyTorch launches each of its few hundred kernels from Python, and the GPU sits waiting for the CPU: about
-6 ms per pass for the tiny preset on an H100, at any batch size. A CUDA graph records the kernels of one pass,
-arguments and memory addresses included; replaying it is a single launch (the idea gpt-fast gets from
-torch.compile's "reduce-overhead" mode; here it is done by hand, with nothing to compile).
+Why graphs: a small model decodes one short block (or one token) per forward pass. Its matmuls take
+microseconds, but eager PyTorch launches each of its few hundred kernels from Python, and the GPU sits waiting for
+the CPU: about 6 ms per pass for the tiny preset on an H100, at any batch size. A CUDA graph records the kernels
+of one pass, arguments and memory addresses included; replaying it is a single launch (the idea gpt-fast gets
+from torch.compile's "reduce-overhead" mode; here it is done by hand, with nothing to compile).
 
 The price is that a replay repeats the recording exactly: same shapes, same memory. So a graphed pass
   - reads its inputs from buffers of its own, which every call copies the new inputs into;
   - attends over the whole preallocated KV cache, with a mask that hides the columns not written yet, instead
     of over a slice whose length grows as decoding goes on;
-  - writes its new keys/values at columns named by a tensor (KVCache.slots), not by the cache's Python-int
+  - writes its new keys/values at columns named by a tensor (`write_at`), not by the cache's Python-int
     length, which the recording would freeze.
 One graph is recorded per input shape, the first time it is seen; a recording costs about two eager passes.
-The samplers (nanodllm/sampler.py) build the fixed-shape inputs; this file only records and replays.
 
-On the CPU there are no graphs: the same fixed-shape passes run eagerly, giving the same tokens with no
-speed-up. The CPU tests check the fixed-shape inputs that way; the CUDA test checks the replays.
+DecodingStep is what the samplers call at every step: it builds the pass's inputs, eager or fixed-shape, with
+the model's one mask builder (model.attention_mask). GraphedForward records and replays. On the CPU there are no
+graphs: the same fixed-shape passes run eagerly, giving the same tokens with no speed-up. The CPU tests check
+the fixed-shape inputs that way; the CUDA test checks the replays.
 """
 
 import torch
+
+from nanodllm.model import attention_mask
+
+
+def window(t, a: int, b: int):
+    """Columns [a, b) of a (B, W) tensor, or None for None (no padding: the model's defaults are exact)."""
+    return None if t is None else t[:, a:b]
+
+
+class DecodingStep:
+    """step(x, key_mask, positions, a, end, logits_at): one forward pass of a sampler over the columns [a, end)
+    of its canvas x (B, W) -> the logits at `logits_at` of those columns. With a KV cache the columns before a
+    are read from it, and the cache holds the canvas's columns at the same indices.
+
+    key_mask, positions (B, W): the canvas's key padding and RoPE positions (None when no row is padded).
+    segments: None, or the (W,) segment of every column for a block-causal model: a token sees its own segment
+    and earlier ones (model.attention_mask). The sampler's blocks set them, not the model's training block size.
+
+    Eager (graphs=False): the model reads the new columns and attends over [0, end).
+    graphs=True: with a cache, every pass after the first (the prefill, one of a kind) reads the whole cache under
+    a mask that hides the columns not written yet (>= end), so its shapes depend only on end - a; without a
+    cache (LLaDA's vanilla sampler) every pass already has the canvas's shape. Those passes go through
+    GraphedForward: recorded and replayed on the GPU, run eagerly on the CPU.
+    """
+
+    def __init__(self, model, kv_cache=None, segments=None, graphs=False):
+        self.model, self.kv_cache, self.segments = model, kv_cache, segments
+        self.graphed = GraphedForward(model, kv_cache) if graphs else None
+
+    def __call__(self, x, key_mask, positions, a: int, end: int, logits_at):
+        kv = self.kv_cache
+        if self.graphed is not None and kv is not None and kv.length > 0:
+            return self._fixed_shape(x, key_mask, positions, a, end, logits_at)
+        inputs = dict(positions=window(positions, a, end), attn_mask=self._eager_mask(key_mask, a, end),
+                      logits_at=logits_at)
+        if self.graphed is None or kv is not None:  # eager; with a cache, the prefill too: one of a kind
+            return self.model(x[:, a:end], kv_cache=kv, **inputs)
+        return self.graphed(x[:, a:end], **inputs)  # no cache: every pass has the canvas's shape already
+
+    def _eager_mask(self, key_mask, a: int, end: int):
+        """Over keys [0, end): the key padding alone (the model adds its own causal or bidirectional rule), or,
+        with segments, the full (B or 1, 1, T, end) mask."""
+        if self.segments is None:
+            return window(key_mask, 0, end)
+        columns = torch.arange(end, device=self.segments.device)
+        return attention_mask(columns[a:end], columns, segments=self.segments, real_keys=window(key_mask, 0, end))
+
+    def _fixed_shape(self, x, key_mask, positions, a: int, end: int, logits_at):
+        """The pass over [a, end) with inputs whose shapes do not depend on how far decoding has got: keys are the
+        whole cache (W columns), the mask hides those not written yet, the new keys/values go to columns [a, end).
+        Without segments (the AR sampler's one new token at column end - 1) seeing the written columns is exactly
+        causal attention."""
+        B, W = x.shape
+        columns = torch.arange(W, device=x.device)
+        written = columns < end  # (W,)
+        real_keys = written[None, :] if key_mask is None else key_mask & written  # (B or 1, W)
+        mask = attention_mask(columns[a:end], columns, segments=self.segments, real_keys=real_keys)
+        positions = columns[a:end].expand(B, -1) if positions is None else positions[:, a:end]  # (B, T)
+        return self.graphed(x[:, a:end], positions=positions, attn_mask=mask.expand(B, 1, end - a, W),
+                            write_at=columns[a:end], logits_at=logits_at)
 
 
 class GraphedForward:
     """model.forward for inputs of fixed shapes, recorded as a CUDA graph per shape and replayed.
 
     Call it like the model, with every input that varies as a tensor of fixed shape (None stays None): with a KV
-    cache, a full (B, 1, T, S) attention mask over the whole cache and `slots`, the (T,) cache columns the T
-    new tokens are written to. The returned logits live in the graph's memory and are
-    overwritten by the next call: use them before calling again (the samplers do).
+    cache, a full (B, 1, T, S) attention mask over the whole cache and `write_at`, the (T,) cache columns the T
+    new tokens are written to. The returned logits live in the graph's memory and are overwritten by the next
+    call: use them before calling again (the samplers do).
     """
 
     def __init__(self, model, kv_cache=None):
@@ -37,8 +98,8 @@ class GraphedForward:
         self.graphs = {}  # input shapes -> (input buffers, output, graph)
         self.pool = torch.cuda.graph_pool_handle() if self.record else None  # memory shared by our graphs
 
-    def __call__(self, idx, *, positions, attn_mask, logits_at, slots=None):
-        inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, slots=slots)
+    def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None):
+        inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, write_at=write_at)
         if not self.record:
             return self._forward(inputs, logits_at)
         key = (repr(logits_at),) + tuple((name, tuple(t.shape)) for name, t in inputs.items() if t is not None)
@@ -52,14 +113,8 @@ class GraphedForward:
         return logits
 
     def _forward(self, inputs, logits_at):
-        if self.kv_cache is not None:
-            self.kv_cache.slots = inputs["slots"]
-        try:
-            return self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],
-                              kv_cache=self.kv_cache, logits_at=logits_at)
-        finally:
-            if self.kv_cache is not None:
-                self.kv_cache.slots = None  # eager passes (the prefill) write after the committed length again
+        return self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],
+                          kv_cache=self.kv_cache, write_at=inputs["write_at"], logits_at=logits_at)
 
     def _record(self, inputs, logits_at):
         buffers = {name: None if t is None else t.clone() for name, t in inputs.items()}

@@ -1,4 +1,4 @@
-"""Metrics of "does the model know where to stop?": pure functions on arrays, used by eval_eos.py.
+"""Metrics of "does the model know where to stop?": pure functions on arrays, used by eval_eos.py and the samplers.
 
 Three groups, in the order eval_eos.py reports them:
 
@@ -22,9 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanodllm import sampler
-
-__all__ = ["predicted_eos_position", "true_position_rank", "eos_position_metrics", "termination_rate",
+__all__ = ["predicted_eos_position", "true_position_rank", "eos_position_metrics", "ended_with_eos", "termination_rate",
            "response_length", "mean_absolute_error", "mean_relative_error", "pearson", "wasserstein_1d",
            "length_metrics", "accuracy", "repetition_rate", "generative_perplexity",
            "judge_perplexity"]
@@ -43,12 +41,22 @@ def _mean(a) -> float:
 # -----------------------------------------------------------------------------
 # First-step EOS prediction
 
-def predicted_eos_position(eos_prob, eos_is_argmax) -> np.ndarray:
-    """(N,) where the model puts EOS after one pass: the rule of nanodllm.sampler.predicted_eos_position (which
-    the length-bound sampler cuts its canvas by), on (N, L) arrays or tensors."""
-    guess = sampler.predicted_eos_position(torch.as_tensor(_numpy(eos_prob)),
-                                           torch.as_tensor(_numpy(eos_is_argmax).astype(bool)))
-    return guess.numpy()
+def predicted_eos_position(eos_score, eos_is_top1):
+    """Where the model puts EOS after one pass, per row: the first position whose top token is EOS, else the
+    position where EOS is most likely. eos_score (N, L): P(EOS) or any increasing function of it; eos_is_top1
+    (N, L) bool. Tensors in, a (N,) tensor out; arrays in, an array out. The length-bound sampler cuts its canvas
+    by it, and the first-step EOS test scores it.
+
+    Why the first EOS-top-1: a model trained on [text + EOS + EOS...] (LLaDA's SFT) puts P(EOS) near 1 at every
+    tail position, so the most likely position lands anywhere in the tail; the first EOS-top-1 is the boundary
+    itself. A model trained with a single EOS (dLLM-Var) spreads P(EOS) over the plausible ends and may never
+    make it the top token: then its most likely end is its guess."""
+    arrays = not isinstance(eos_score, torch.Tensor)
+    score, top1 = torch.as_tensor(eos_score), torch.as_tensor(eos_is_top1).bool()  # arrays become CPU tensors
+    n = top1.shape[-1]
+    first_top1 = torch.where(top1, torch.arange(n, device=top1.device), n).min(dim=-1).values
+    guess = torch.where(top1.any(dim=-1), first_top1, score.argmax(dim=-1))
+    return guess.numpy() if arrays else guess
 
 
 def true_position_rank(eos_prob, true_len) -> np.ndarray:
@@ -82,10 +90,15 @@ def eos_position_metrics(eos_prob, eos_is_argmax, true_len, k: int = 2) -> dict:
 # -----------------------------------------------------------------------------
 # Generation: stopping and lengths
 
-def termination_rate(completions, eos_id: int) -> float:
-    """Fraction of completions that end with EOS, i.e. stopped before the length cap. (Samplers cut a
+def ended_with_eos(completion, eos_id: int) -> bool:
+    """A completion terminated: it ends with EOS, so the sampler stopped before the length cap. (Samplers cut a
     completion after its first EOS, so a completion holds an EOS if and only if it ends with one.)"""
-    return accuracy([bool(c) and c[-1] == eos_id for c in completions])
+    return bool(completion) and completion[-1] == eos_id
+
+
+def termination_rate(completions, eos_id: int) -> float:
+    """Fraction of completions that ended with EOS."""
+    return accuracy([ended_with_eos(c, eos_id) for c in completions])
 
 
 def response_length(completion, eos_id: int) -> int:

@@ -5,7 +5,7 @@ the whole sequence, since the tokens to predict are scattered anywhere), and the
 themselves at the masked positions (no shift by one). Everything else is LLaMA's recipe as LLaDA uses it:
 RMSNorm before each sub-layer, rotary position embeddings (RoPE), a SwiGLU MLP, no biases, an output head that
 is not tied to the input embedding. Parameter names follow LLaDA's checkpoints (`transformer.blocks.3.q_proj`,
-`ff_out`, ...) so its published weights load with a plain rename (see nanodllm/llada.py).
+`ff_out`, ...) so its published weights load with a plain rename (nanodllm/llada.py's from_pretrained).
 
 Read it top to bottom: config, then the pieces bottom-up (norm, rotary, attention, MLP, block), then the model.
 Shape letters: B batch, T new tokens, L cached tokens, H heads, K key/value heads, D head dim, C model width.
@@ -15,6 +15,7 @@ The `attention` option picks the mask:
   causal         an ordinary GPT, our autoregressive baseline, trained and sampled with the same code.
   block_causal   tokens see their own block and all earlier blocks (BD3-LM). With it the block sampler's
                  KV cache is exact, which is how the tests check the cache.
+One function, attention_mask, builds every mask: the model's own, and the ones the samplers pass in.
 """
 
 import math
@@ -126,8 +127,8 @@ class KVCache(nn.Module):
     next pass overwrites. That is all dLLM-Var's cache needs: steps inside a block commit nothing, and the pass
     that holds [finished block, next all-mask block] commits the finished block.
 
-    A pass recorded as a CUDA graph (nanodllm/cuda_graphs.py) cannot depend on the Python int `length`: it sets
-    `slots`, a (T,) tensor of the columns to write, and attends over the whole buffer under its own mask.
+    A pass recorded as a CUDA graph (nanodllm/cuda_graphs.py) cannot depend on the Python int `length`: it names
+    the columns to write as a (T,) tensor, `write_at`, and attends over the whole buffer under its own mask.
     """
 
     def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, dtype, device):
@@ -136,7 +137,6 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.length = 0  # committed positions (a Python int: slicing by it needs no GPU sync)
-        self.slots = None  # set only during a fixed-shape pass: where its new keys/values go
 
     @classmethod
     def for_model(cls, model, batch_size, max_len):
@@ -145,11 +145,13 @@ class KVCache(nn.Module):
         dtype = torch.get_autocast_dtype("cuda") if p.is_cuda and torch.is_autocast_enabled("cuda") else p.dtype
         return cls(c.n_layer, batch_size, c.n_kv_head, max_len, c.head_dim, dtype, p.device)
 
-    def update(self, layer: int, k, v):
-        """Writes k, v (B, K, T, D) after the committed prefix; returns all keys/values to attend over."""
-        if self.slots is not None:  # a fixed-shape pass: the caller's mask hides the columns not written yet
-            self.k[layer].index_copy_(2, self.slots, k)
-            self.v[layer].index_copy_(2, self.slots, v)
+    def update(self, layer: int, k, v, write_at=None):
+        """Writes k, v (B, K, T, D) after the committed prefix, or at the (T,) columns `write_at`; returns the
+        keys/values to attend over: the prefix and the new ones, or with `write_at` the whole buffer (the
+        caller's mask then hides the columns not written yet)."""
+        if write_at is not None:
+            self.k[layer].index_copy_(2, write_at, k)
+            self.v[layer].index_copy_(2, write_at, v)
             return self.k[layer], self.v[layer]  # (B, K, max_len, D)
         end = self.length + k.shape[2]
         if end > self.k.shape[3]:
@@ -176,14 +178,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=False)
         self.attn_out = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=False)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache, layer):
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache, write_at, layer):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
-            k, v = kv_cache.update(layer, k, v)  # (B, K, L+T, D)
+            k, v = kv_cache.update(layer, k, v, write_at)  # (B, K, L+T, D)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
         return self.attn_out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
@@ -210,16 +212,33 @@ class Block(nn.Module):
         self.ff_norm = RMSNorm(c.d_model, c.norm_eps)
         self.mlp = MLP(c)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache, layer):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, layer)
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache, write_at, layer):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, write_at, layer)
         return x + self.mlp(self.ff_norm(x))
 
 
-def block_causal_mask(segments_q, segments_k):
-    """Boolean mask (True = may attend): a query sees keys of its own segment and of earlier ones.
-    segments_q (T,) or (B, T), segments_k (S,) or (B, S) -> (T, S) or (B, 1, T, S)."""
-    m = segments_k.unsqueeze(-2) <= segments_q.unsqueeze(-1)
-    return m if m.dim() == 2 else m.unsqueeze(1)
+def attention_mask(queries, keys, *, segments=None, real_keys=None, samples=None):
+    """The one attention mask of training and of every sampler pass: True where a query may attend to a key.
+
+    queries (T,) and keys (S,) are the columns of the sequence (or of the KV cache) the pass computes and reads.
+    Three rules, each optional, all of which must hold:
+      segments   (N,) segment id of every column: a query sees keys of its own segment and earlier ones. Segment =
+                 column is causal attention; column // block is block-causal (BD3-LM); None is bidirectional.
+      real_keys  (B, S) bool: False at keys nobody may see (left padding, cache columns not written yet).
+      samples    (B, N) sample id of every column: a query sees only keys of its own sample (packed rows whose
+                 samples must not see each other, training's attention_scope="sample").
+    And a token always sees itself: a padding query has no real key to look at, and a row of all-False makes
+    softmax NaN, which then leaks into every output through 0 * NaN in the value product.
+    -> (B, 1, T, S), or (1, 1, T, S) when no rule is per row.
+    """
+    itself = keys[None, :] == queries[:, None]  # (T, S)
+    allowed = torch.ones_like(itself) if segments is None else segments[keys][None, :] <= segments[queries][:, None]
+    allowed = allowed[None, None]  # (1, 1, T, S)
+    if real_keys is not None:
+        allowed = allowed & real_keys[:, None, None, :]  # (B, 1, T, S)
+    if samples is not None:
+        allowed = allowed & (samples[:, queries][:, None, :, None] == samples[:, keys][:, None, None, :])
+    return allowed | itself
 
 
 class Transformer(nn.Module):
@@ -244,39 +263,27 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _mask(self, T, offset, attn_mask, device):
-        """The attention mask for T new tokens after `offset` cached ones -> (mask or None, is_causal)."""
+    def _mask(self, T, offset, real_keys, device):
+        """The attention mask of T new tokens after `offset` cached ones -> (mask or None, is_causal)."""
         kind = self.config.attention
-        if attn_mask is None and kind == "bidirectional":
+        if real_keys is None and kind == "bidirectional":
             return None, False
-        if attn_mask is None and kind == "causal" and offset == 0:
+        if real_keys is None and kind == "causal" and offset == 0:
             return None, True  # the fast path: SDPA's own causal kernel
-        q_pos = torch.arange(offset, offset + T, device=device)
-        k_pos = torch.arange(offset + T, device=device)
-        if kind == "causal":
-            structural = k_pos[None, :] <= q_pos[:, None]  # (T, L+T)
-        elif kind == "block_causal":
-            bs = self.config.attn_block_size
-            structural = block_causal_mask(q_pos // bs, k_pos // bs)  # (T, L+T)
-        else:
-            structural = None
-        if attn_mask is None:
-            return structural, False
-        mask = attn_mask[:, None, None, :]  # (B, 1, 1, L+T): which keys are real tokens
-        if structural is not None:
-            mask = mask & structural  # (B, 1, T, L+T)
-        # A padding query may have no real key to look at, and an all-False row makes softmax NaN (which then
-        # leaks through 0 * NaN in the value product). Letting every token see itself keeps it finite.
-        return mask | (k_pos[None, :] == q_pos[:, None]), False
+        columns = torch.arange(offset + T, device=device)
+        segments = {"causal": columns, "block_causal": columns // self.config.attn_block_size}.get(kind)
+        return attention_mask(columns[offset:], columns, segments=segments, real_keys=real_keys), False
 
-    def forward(self, idx, *, positions=None, attn_mask=None, kv_cache=None, logits_at=None):
+    def forward(self, idx, *, positions=None, attn_mask=None, kv_cache=None, write_at=None, logits_at=None):
         """idx (B, T) token ids -> logits (B, T, V), or (N, V) at the N True positions of `logits_at` (B, T).
 
         positions:  (T,) or (B, T) RoPE positions, each below max_seq_len; default offset + arange(T), offset =
                     cached length (block_diffusion's two streams share positions: 2T tokens on T positions).
-        attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask,
-                    which replaces the structural mask (the samplers build block-causal masks this way).
+        attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask
+                    from attention_mask, which replaces the model's own (the samplers' block-causal masks).
         kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
+        write_at:   (T,) the cache columns to write the new keys/values to, instead of right after the prefix;
+                    the pass then attends over the whole cache, under a full attn_mask (cuda_graphs.py).
         logits_at:  compute the output head only where it is needed: a (B, T) bool mask (training: the masked
                     positions, which skips most of the head's FLOPs, the largest matmul of a small model) or
                     any index of the (B, T) positions, e.g. (slice(None), slice(a, b)) for one block of a
@@ -295,17 +302,11 @@ class Transformer(nn.Module):
             mask, is_causal = self._mask(T, offset, attn_mask, idx.device)
         x = self.transformer.wte(idx)  # (B, T, C)
         for i, block in enumerate(self.transformer.blocks):
-            x = block(x, cos, sin, mask, is_causal, kv_cache, i)
+            x = block(x, cos, sin, mask, is_causal, kv_cache, write_at, i)
         x = self.transformer.ln_f(x)
         if logits_at is not None:
             x = x[logits_at]  # (N, C)
         return self.transformer.ff_out(x)  # (B, T, V) or (N, V)
-
-    @classmethod
-    def from_pretrained(cls, path_or_hub_id, device="cpu", dtype=torch.bfloat16) -> "Transformer":
-        """A LLaDA checkpoint (a directory, or a hub id such as GSAI-ML/LLaDA-8B-Instruct): nanodllm/llada.py."""
-        from nanodllm.llada import from_pretrained  # llada.py imports this module
-        return from_pretrained(path_or_hub_id, device, dtype)
 
     # ---- bookkeeping ---------------------------------------------------------------------------------------
 

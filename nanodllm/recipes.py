@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from nanodllm.config import TrainConfig
 from nanodllm.data import PACKINGS, Batch
+from nanodllm.model import attention_mask
 from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID
 
 RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar", "block_diffusion")
@@ -94,7 +95,8 @@ def sample_attention(cfg: TrainConfig, tokens):
         return None
     ends = tokens == EOS_ID
     sample = ends.long().cumsum(dim=1) - ends.long()  # (B, T): the EOS belongs to the sample it ends
-    return (sample[:, :, None] == sample[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
+    columns = torch.arange(tokens.shape[1], device=tokens.device)
+    return attention_mask(columns, columns, samples=sample)  # (B, 1, T, T)
 
 
 def _blocks(T: int, block: int, device):
@@ -118,7 +120,8 @@ def after_eos_in_block(tokens, block: int):
 def two_stream(ex: "Example", clean, block: int) -> "Example":
     """BD3-LM's training row: the noisy row (ex.inputs) and the clean row side by side, 2T tokens sharing the
     positions 0..T-1, under one mask: a noisy block attends to itself and to the clean blocks before it; a clean
-    block attends to the clean blocks up to its own (block-causal). The loss is on the noisy half only."""
+    block attends to the clean blocks up to its own (block-causal). The loss is on the noisy half only.
+    (model.attention_mask's rules cannot say "its own noisy block but earlier clean ones", hence this mask.)"""
     B, T = clean.shape
     b = _blocks(T, block, clean.device)
     own, earlier = b[None, :] == b[:, None], b[None, :] < b[:, None]  # (T, T): key block vs query block

@@ -77,3 +77,24 @@ def test_bad_thresholds_are_refused(thresholds, message, capsys):
     with pytest.raises(SystemExit):
         bench_sampler.parse_args(["--init_from", "x", "--thresholds", thresholds])
     assert message.replace("\\", "") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prompt_file", "ABSENT"], "--prompt_file ABSENT does not exist"),
+    (["--init_from", "AR"], "is a causal model; --init_from takes the diffusion model"),
+    (["--ar_init_from", "DLLM_VAR"], "is a bidirectional model; pass the autoregressive"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_a_command_that_cannot_run_says_what_to_do_in_one_line(checkpoints, tiny_data, tmp_path, capsys, flags,
+                                                               message):
+    args = {"--init_from": str(checkpoints / "dllm_var"), "--data_dir": str(tiny_data), "--n_prompts": "1",
+            "--batch_sizes": "1", "--samplers": "block", "--max_new_tokens": "8", "--device": "cpu",
+            "--out": str(tmp_path / "bench.json")}
+    names = {"ABSENT": str(tmp_path / "absent.txt"), "AR": str(checkpoints / "ar"),
+             "DLLM_VAR": str(checkpoints / "dllm_var")}
+    args.update(zip(flags[::2], [names.get(v, v) for v in flags[1::2]]))
+    with pytest.raises(SystemExit) as stop:
+        bench_sampler.main([item for pair in args.items() for item in pair])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert message.replace("ABSENT", names["ABSENT"]) in err

@@ -2,7 +2,6 @@
 length task directory."""
 
 import json
-from contextlib import nullcontext
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from nanodllm.checkpoint import save_checkpoint
 from nanodllm.config import TrainConfig, config_to_dict
 from nanodllm.tasks import ensure_task_data
 from nanodllm.training import build_model
-from tests.conftest import tiny_model
 
 TINY = dict(dataset="lengthtask", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, batch_size=2, block_size=192,
             eval_iters=1, compile=False, device="cpu")
@@ -67,28 +65,25 @@ def test_diffusion_model_end_to_end_then_merge_with_the_causal_one(setup, tmp_pa
     assert lines[3].startswith("| dllm_var | dllm_var | lengthtask | block |")
 
 
-def test_clear_errors(setup, tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint at"):
-        run(setup, tmp_path, "dllm_var", "--init_from", str(tmp_path / "nothing"))
-    with pytest.raises(SystemExit, match="holds prepared 'lengthtask' data, not 'tinystories'"):
-        run(setup, tmp_path, "dllm_var", "--data", "tinystories")
-    with pytest.raises(SystemExit, match="is missing: prepare the data first"):
-        run(setup, tmp_path, "dllm_var", "--data_dir", str(tmp_path / "no_data"))
-    with pytest.raises(SystemExit, match="pass --canvas"):
-        run(setup, tmp_path, "dllm_var", "--canvas", "1000")
-    with pytest.raises(SystemExit, match="the judge must be causal"):
-        run(setup, tmp_path, "dllm_var", "--judge", str(setup["dllm_var"]))
+@pytest.mark.parametrize("flags, message", [
+    (["--init_from", "NOTHING"], "no checkpoint at"),
+    (["--data", "tinystories"], "holds prepared 'lengthtask' data, not 'tinystories': pass --data lengthtask"),
+    (["--data_dir", "NO_DATA"], "is missing: prepare the data first"),
+    (["--canvas", "1000"], "pass --canvas"),
+    (["--judge", "DLLM_VAR"], "the judge must be causal"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_a_command_that_cannot_run_says_what_to_do_in_one_line(setup, tmp_path, capsys, flags, message):
+    flags = [{"NOTHING": str(tmp_path / "nothing"), "NO_DATA": str(tmp_path / "no_data"),
+              "DLLM_VAR": str(setup["dllm_var"])}.get(f, f) for f in flags]
+    with pytest.raises(SystemExit) as stop:
+        run(setup, tmp_path, "dllm_var", *flags)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_first_step_rows_are_computed_as_if_alone_and_revealed_positions_hold_no_eos():
-    model = tiny_model().eval()
-    pairs = [([1, 2, 3], [10, 11, 12, 13]), ([4], [14, 15]), ([5, 6, 7, 8, 9], [])]  # prompts of 3 lengths
-    batched, _ = eval_eos.first_step_eos(model, pairs, 8, 0.0, 3, 0, nullcontext())
-    for i, pair in enumerate(pairs):
-        alone, _ = eval_eos.first_step_eos(model, [pair], 8, 0.0, 1, 0, nullcontext())
-        torch.testing.assert_close(torch.tensor(batched[i]), torch.tensor(alone[0]))
-    eos_prob, eos_is_argmax = eval_eos.first_step_eos(model, pairs, 8, 0.5, 3, 0, nullcontext())
-    assert [(row == 0).sum() for row in eos_prob] == [2, 1, 0]  # half of each response shown, never an EOS
-    assert not eos_is_argmax[eos_prob == 0].any()
-    for row, (_, response) in zip(eos_prob, pairs):
-        assert (row[len(response):] > 0).all()  # only positions of the response are ever shown
+def test_merge_of_a_missing_file_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        eval_eos.main(["--merge", str(tmp_path / "absent.json")])
+    assert stop.value.code == 2 and capsys.readouterr().err == f"error: {tmp_path / 'absent.json'} does not exist\n"

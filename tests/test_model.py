@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from nanodllm.model import KVCache, Transformer, block_causal_mask, preset
+from nanodllm import recipes
+from nanodllm.config import TrainConfig
+from nanodllm.model import KVCache, Transformer, attention_mask, preset
+from nanodllm.tokenizer import EOS_ID
 from tests.conftest import tiny_model
 
 V = 50304
@@ -17,6 +20,66 @@ def test_shapes_and_logits_only_where_asked():
     picked = model(idx, logits_at=where)
     assert picked.shape == (3, V)
     torch.testing.assert_close(picked, full[where])
+
+
+# -----------------------------------------------------------------------------
+# The one mask builder, on a hand-made row of 5 columns: [pad, a, b, EOS, c]
+
+O, X = False, True
+COLUMNS = torch.arange(5)
+
+
+def test_mask_row_attention_hides_only_padding_and_a_pad_sees_itself():
+    real = torch.tensor([[O, X, X, X, X]])  # column 0 is left padding
+    assert attention_mask(COLUMNS, COLUMNS, real_keys=real)[0, 0].tolist() == [
+        [X, X, X, X, X],  # the pad query: the real keys and itself (a query is never left with no key)
+        [O, X, X, X, X],
+        [O, X, X, X, X],
+        [O, X, X, X, X],
+        [O, X, X, X, X],
+    ]
+    assert attention_mask(COLUMNS, COLUMNS).shape == (1, 1, 5, 5) and attention_mask(COLUMNS, COLUMNS).all()
+
+
+def test_mask_sample_scope_keeps_each_token_in_its_own_sample():
+    """Two samples packed in one row, the first ending with its EOS: [a b EOS | c d]."""
+    samples = torch.tensor([[0, 0, 0, 1, 1]])
+    assert attention_mask(COLUMNS, COLUMNS, samples=samples)[0, 0].tolist() == [
+        [X, X, X, O, O],
+        [X, X, X, O, O],
+        [X, X, X, O, O],
+        [O, O, O, X, X],
+        [O, O, O, X, X],
+    ]
+    # the same mask as training's attention_scope="sample" (recipes.sample_attention) builds from the tokens
+    tokens = torch.tensor([[5, 6, EOS_ID, 7, 8]])
+    assert torch.equal(recipes.sample_attention(TrainConfig(attention_scope="sample"), tokens),
+                       attention_mask(COLUMNS, COLUMNS, samples=samples))
+
+
+def test_mask_block_causal_and_causal():
+    blocks = torch.tensor([0, 0, 1, 1, 2])  # segment of each column
+    assert attention_mask(COLUMNS, COLUMNS, segments=blocks)[0, 0].tolist() == [
+        [X, X, O, O, O],
+        [X, X, O, O, O],
+        [X, X, X, X, O],
+        [X, X, X, X, O],
+        [X, X, X, X, X],
+    ]
+    causal = attention_mask(COLUMNS[3:], COLUMNS, segments=COLUMNS)[0, 0]  # two new queries after 3 cached keys
+    assert causal.tolist() == [[X, X, X, X, O], [X, X, X, X, X]]
+
+
+def test_mask_rules_combine_and_a_query_with_no_key_sees_itself():
+    real = torch.tensor([[O, O, X, X, X]])  # two pads
+    samples = torch.tensor([[0, 0, 0, 1, 1]])
+    mask = attention_mask(COLUMNS[1:], COLUMNS, segments=COLUMNS, real_keys=real, samples=samples)[0, 0]
+    assert mask.tolist() == [
+        [O, X, O, O, O],  # a pad: no real key before it, so only itself (softmax stays finite)
+        [O, O, X, O, O],
+        [O, O, O, X, O],
+        [O, O, O, X, X],
+    ]
 
 
 def _influence_of_last_token(model):
@@ -35,8 +98,6 @@ def test_bidirectional_sees_the_future_and_causal_does_not():
 def test_block_causal_sees_its_own_block_only_and_earlier():
     influence = _influence_of_last_token(tiny_model(attention="block_causal", attn_block_size=4))
     assert (influence[:8] == 0).all() and (influence[8:] > 0).all()  # last token is in block 2 (positions 8-9)
-    m = block_causal_mask(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]))
-    assert m.tolist() == [[True, False, False], [True, False, False], [True, True, True]]
 
 
 @pytest.mark.parametrize("attention", ["causal", "block_causal"])

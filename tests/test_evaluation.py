@@ -1,0 +1,50 @@
+"""Tests of nanodllm/evaluation.py's pieces on a tiny random model (eval_eos.py runs them end to end)."""
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from nanodllm import evaluation
+from nanodllm.tokenizer import get_tokenizer
+from tests.conftest import tiny_model
+
+
+def test_first_step_rows_are_computed_as_if_alone_and_revealed_positions_hold_no_eos():
+    model = tiny_model().eval()
+    pairs = [([1, 2, 3], [10, 11, 12, 13]), ([4], [14, 15]), ([5, 6, 7, 8, 9], [])]  # prompts of 3 lengths
+    batched, _ = evaluation.first_step_eos(model, pairs, 8, 0.0, 3, 0, nullcontext())
+    for i, pair in enumerate(pairs):
+        alone, _ = evaluation.first_step_eos(model, [pair], 8, 0.0, 1, 0, nullcontext())
+        torch.testing.assert_close(torch.tensor(batched[i]), torch.tensor(alone[0]))
+    eos_prob, eos_is_argmax = evaluation.first_step_eos(model, pairs, 8, 0.5, 3, 0, nullcontext())
+    assert [(row == 0).sum() for row in eos_prob] == [2, 1, 0]  # half of each response shown, never an EOS
+    assert not eos_is_argmax[eos_prob == 0].any()
+    for row, (_, response) in zip(eos_prob, pairs):
+        assert (row[len(response):] > 0).all()  # only positions of the response are ever shown
+
+
+def test_first_step_test_leaves_out_pairs_whose_eos_is_off_the_canvas():
+    model = tiny_model().eval()
+    pairs = [([1, 2], [10, 11]), ([3], list(range(20, 28)))]  # the second response needs 8 + 1 positions
+    out, heatmap = evaluation.first_step_test(model, pairs, 6, [0.0, 0.5], 2, 2, 0, nullcontext())
+    assert out["n_beyond_canvas"] == 1 and set(out["by_reveal"]) == {"0", "0.5"}
+    assert out["by_reveal"]["0"]["n"] == 1 and heatmap["true_len"].tolist() == [2] and heatmap["reveal"] == 0.0
+
+
+def test_scores_of_known_responses():
+    tok = get_tokenizer()
+    pairs = [([1, 2], [5, 6, 7]), ([3], [8, 9])]
+    completions = [[5, 6, 7, tok.eos_id], [8, 9, 8, 9, 8]]  # the first exactly right, the second cut at the cap
+    scores, responses = evaluation.score_responses(completions, pairs, "tinystories", None, 2, nullcontext())
+    assert responses == [[5, 6, 7], [8, 9, 8, 9, 8]] and scores["generated_lengths"] == [3, 5]
+    assert scores["termination_rate"] == 0.5 and scores["mae"] == 1.5 and scores["gen_ppl"] is None
+
+
+def test_room_and_run_name(tmp_path):
+    model = tiny_model()  # max_seq_len 256
+    evaluation.check_room(model, 200, {"the block sampler": (56, "--max_new_tokens")})
+    with pytest.raises(evaluation.EvaluationError, match="pass --max_new_tokens 56"):
+        evaluation.check_room(model, 200, {"the block sampler": (57, "--max_new_tokens")})
+    assert evaluation.run_name(tmp_path / "out" / "tiny") == "tiny"
+    assert evaluation.run_name(tmp_path / "out" / "tiny" / "ckpt_0000400") == "tiny"
