@@ -26,7 +26,8 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
    eos_pad, every token, prompts included, for ar and pretrain. Compare it between recipes that score the same.
 
 It writes into --out_dir: results.json (everything), results.md (the tables), samples.jsonl (each prompt with its
-reference and every sampler's response) and the figures eos_heatmap.png, lengths_scatter.png, lengths_hist.png.
+reference, every sampler's response, whether it ended with EOS (finished) and, per prompt, whether the first-step
+test at reveal 0 put EOS exactly right) and the figures eos_heatmap.png, lengths_scatter.png, lengths_hist.png.
 """
 
 import argparse
@@ -439,6 +440,12 @@ def main(argv=None):
         print(f"first-step EOS test skipped: {first_step['skipped']}")
     else:
         first_step, heatmap = first_step_test(model, pairs, args, autocast_ctx)
+    # Per prompt, for samples.jsonl: EOS exactly at the true position after one pass, nothing revealed (None for
+    # a prompt whose EOS lies beyond the canvas, or when the test did not run at reveal 0).
+    first_step_exact = {}
+    if heatmap is not None and heatmap["reveal"] == 0:
+        fitting = [i for i, (_, r) in enumerate(pairs) if len(r) < args.canvas]
+        first_step_exact = dict(zip(fitting, (heatmap["predicted"] == heatmap["true_len"]).tolist()))
 
     # ---- quality: the NLL bound, and the references under the judge (the anchor for the samplers') ----
     quality = validation_nll(model, info, args, device, autocast_ctx)
@@ -449,7 +456,7 @@ def main(argv=None):
         reference["gen_ppl"] = reference["judge"]["ppl"]
 
     # ---- generation, scored like the references ----
-    results_by_sampler, texts = {}, {}
+    results_by_sampler, texts, finished = {}, {}, {}
     for name in samplers:
         completions, stats, bounds = run_sampler(model, name, prompts, args, autocast_ctx)
         scores, responses = score_responses(completions, pairs, args, judge, autocast_ctx)
@@ -458,6 +465,7 @@ def main(argv=None):
         if bounds:
             scores["mean_length_bound"] = float(np.mean(bounds))
         results_by_sampler[name], texts[name] = scores, [tok.decode(r) for r in responses]
+        finished[name] = [bool(c) and c[-1] == tok.eos_id for c in completions]  # ended with EOS, per prompt
         print(f"{name}: {stats}")
 
     # ---- outputs ----
@@ -489,7 +497,9 @@ def main(argv=None):
     with open(out_dir / "samples.jsonl", "w") as f:
         for i, (p, r) in enumerate(pairs):
             f.write(json.dumps(dict(prompt=tok.decode(p), reference=tok.decode(r),
-                                    **{name: texts[name][i] for name in texts})) + "\n")
+                                    **{name: texts[name][i] for name in texts},
+                                    finished={name: finished[name][i] for name in finished},
+                                    first_step_eos_exact=first_step_exact.get(i))) + "\n")
     print("\n" + report)
     print(f"wrote {out_dir}/results.json, results.md, samples.jsonl" + "".join(f", {p}" for p in plot_files))
 
