@@ -45,6 +45,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -52,6 +53,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from nanodllm import plots
+from nanodllm.checkpoint import CheckpointError, read_config
+from nanodllm.config import ConfigError, config_to_dict, load_config
+from nanodllm.stats import rate_with_interval
+from nanodllm.tasks import Example, score, task_of
+from nanodllm.training import prepare_data
 
 ROOT = Path(__file__).resolve().parent
 STAGES = ("base", "finetune", "eval", "report")
@@ -95,7 +103,6 @@ class Run:
     args: list[str]
 
     def config(self):
-        from nanodllm.config import load_config
         return load_config(self.args)
 
 
@@ -123,7 +130,7 @@ def parse_args(argv=None):
     p.add_argument("--base_flags", default="", help="extra train.py flags for the bases, e.g. '--max_iters=100'")
     p.add_argument("--finetune_flags", default="", help="extra train.py flags for the fine-tunes")
     p.add_argument("--eval_flags", default="", help="extra eval_eos.py flags, e.g. '--judge out/.../runs/ar-s0'")
-    p.add_argument("--tiny", action="store_true", help="a two-layer model, a few steps on the CPU (config/study/tiny.py)")
+    p.add_argument("--tiny", action="store_true", help="a tiny model, a few steps, on the CPU (config/study/tiny.py)")
     p.add_argument("--collect", default=None, metavar="DIR", help="copy the small results into DIR at the end")
     p.add_argument("--merge", nargs="+", default=[], metavar="ARCHIVE",
                    help="unpack these --collect archives into --study_dir first")
@@ -166,12 +173,10 @@ def train_args(args, stage_config: str, recipe: str | None, out_dir: Path, flags
     out += [f"--data_source={args.data_source}"] if args.data_source else []
     out += [f"--data_seed={DATA_SEED}"] if PASS_DATA_SEED else []
     out += shlex.split(flags)
-    from nanodllm.config import load_config
     return out + [f"--data_dir={data_dir(args, load_config(out).seed)}"]
 
 
 def is_ar(recipe: str) -> bool:
-    from nanodllm.config import load_config
     return load_config([str(ROOT / "config" / "recipes" / f"{recipe}.py")]).recipe == "ar"
 
 
@@ -206,8 +211,6 @@ def latest_step(out_dir: Path) -> int | None:
 def training_state(run: Run) -> str:
     """'finished', 'resume' (a checkpoint before max_iters) or 'fresh'. A checkpoint trained with other settings
     than the run's is an error."""
-    from nanodllm.checkpoint import read_config
-    from nanodllm.config import config_to_dict
     step = latest_step(run.out_dir)
     if step is None:
         return "fresh"
@@ -282,7 +285,6 @@ def train(args, runs: list[Run], stage: str):
             jobs.append(Job(run.name, [sys.executable, str(ROOT / "train.py"), *run.args]
                             + (["--resume"] if state == "resume" else []), args.study_dir / "logs" / f"{run.name}.log"))
     if not args.dry_run:
-        from nanodllm.training import prepare_data
         for cfg in {c.data_dir: c for c in (run.config() for run in todo)}.values():
             prepare_data(cfg)  # here, once: runs side by side would otherwise write the same directory together
     run_jobs(jobs, args.jobs, args.dry_run)
@@ -296,8 +298,6 @@ def require_finished(args, runs: list[Run], stage: str, needed_by: str):
 
 def evaluation_data_dir(args) -> Path:
     """The held-out prompts every model is evaluated on (prepared here if no run has written them)."""
-    from nanodllm.config import load_config
-    from nanodllm.training import prepare_data
     cfg = load_config(train_args(args, "sft", None, args.study_dir / "unused", "", DATA_SEED))
     return cfg.data_dir if args.dry_run else prepare_data(cfg)
 
@@ -320,14 +320,14 @@ def evaluate(args, evaluations: list[Evaluation]):
 # -----------------------------------------------------------------------------
 # The report: per-prompt outcomes -> rates with intervals, overall and per task
 
-EVALUATION_NAME = re.compile(r"^(?P<recipe>.+)-s(?P<seed>\d+)$")  # eval/<recipe>-s<seed>/<sampler>/
+RUN_NAME = re.compile(r"^(?P<recipe>.+)-s(?P<seed>\d+)$")  # runs/<recipe>-s<seed>, eval/<recipe>-s<seed>/
 
 
 def read_evaluations(study_dir: Path) -> dict:
     """{(recipe, sampler): {seed: (results.json, samples.jsonl rows)}} of every evaluation in study_dir/eval."""
     cells = {}
     for samples in sorted((study_dir / "eval").glob("*/*/samples.jsonl")):
-        name = EVALUATION_NAME.match(samples.parent.parent.name)
+        name = RUN_NAME.match(samples.parent.parent.name)
         if name and (samples.parent / "results.json").is_file():
             results = json.loads((samples.parent / "results.json").read_text())
             rows = [json.loads(line) for line in samples.read_text().splitlines()]
@@ -338,7 +338,6 @@ def read_evaluations(study_dir: Path) -> dict:
 def prompt_outcomes(rows: list[dict], sampler: str, dataset: str, where: Path) -> dict:
     """Per prompt, every rate of RATES (None where it does not apply) and the prompt's task (the length suite's;
     None on free text). Exact match and length are tasks.score's, on the texts in samples.jsonl."""
-    from nanodllm.tasks import Example, score, task_of
     if any("finished" not in row for row in rows):
         raise StudyError(f"{where} has no per-prompt 'finished' (an older eval_eos.py wrote it): delete it and run "
                          f"--stage=eval again")
@@ -356,7 +355,6 @@ def prompt_outcomes(rows: list[dict], sampler: str, dataset: str, where: Path) -
 
 def rates(outcomes_by_seed: list[dict], task: str | None = None) -> dict:
     """{rate: stats.rate_with_interval} over the seeds, on the prompts of `task` (all of them for None)."""
-    from nanodllm.stats import rate_with_interval
     return {rate: rate_with_interval([[float(v) for v, t in zip(o[rate], o["task"])
                                        if v is not None and task in (None, t)] for o in outcomes_by_seed])
             for rate, _ in RATES}
@@ -407,7 +405,9 @@ def markdown(summary: dict, figures: list[str]) -> str:
              f"{summary['num_samples']} held-out prompts, the same for every model (mean reference length "
              f"{summary['reference_mean_length']:.1f} tokens). Each rate is the mean over the fine-tune seeds with a "
              f"95% bootstrap interval (seeds resampled, then prompts within each; nanodllm/stats.py). \"-\": does "
-             f"not apply (no exact answer on free text, no first-step test for a causal model).", "",
+             f"not apply (no exact answer on free text, no first-step test for a causal model). val NLL, mean len "
+             f"and len MAE are means over seeds; each recipe's NLL bound scores its own tokens (ar: every token, "
+             f"prompts too), so compare it only between recipes that score the same.", "",
              "| recipe | sampler | seeds | " + " | ".join(rate_headers) + " | val NLL | mean len | len MAE |",
              "|---|---|---|" + "---:|" * (len(RATES) + 3)]
     for c in summary["cells"]:
@@ -432,7 +432,6 @@ def markdown(summary: dict, figures: list[str]) -> str:
 
 def report(study_dir: Path):
     """report/study.json, study.md and the figures, from every evaluation in study_dir."""
-    from nanodllm import plots
     summary = summarize(study_dir)
     out = study_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -447,10 +446,13 @@ def report(study_dir: Path):
                                      if task in c["per_task"]} for task in tasks},
                              out / "tasks.png", f"{summary['dataset']}: exact length per task")
         figures.append("tasks.png")
-    logs = sorted(study_dir.glob("base/*/log.jsonl")) + sorted(study_dir.glob("runs/*/log.jsonl"))
+    # The bases, and each recipe's fine-tune of its lowest seed (all seeds would crowd the figure).
+    logs = {f"base-{log.parent.name}": log for log in sorted(study_dir.glob("base/*/log.jsonl"))}
+    for log in sorted(study_dir.glob("runs/*/log.jsonl"), key=lambda p: int(RUN_NAME.match(p.parent.name)["seed"])):
+        logs.setdefault(RUN_NAME.match(log.parent.name)["recipe"], log)
     if logs:
-        plots.plot_training_logs(logs, [log.parent.name for log in logs], out / "training.png",
-                                 f"{summary['dataset']}: bases and fine-tunes")
+        plots.plot_training_logs(list(logs.values()), list(logs), out / "training.png",
+                                 f"{summary['dataset']}: bases, and fine-tunes of the lowest seed")
         figures.append("training.png")
     (out / "study.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "study.md").write_text(markdown(summary, figures))
@@ -467,7 +469,6 @@ def small_files(study_dir: Path) -> list[Path]:
 
 
 def collect(study_dir: Path, dataset: str, into: Path):
-    import shutil
     into.mkdir(parents=True, exist_ok=True)
     archive = into / f"study-{dataset}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -506,8 +507,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from nanodllm.checkpoint import CheckpointError
-    from nanodllm.config import ConfigError
     try:
         main()
     except (StudyError, ConfigError, CheckpointError) as e:
