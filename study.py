@@ -492,18 +492,20 @@ def main(argv=None):
     for archive in args.merge:
         unpack(archive, args.study_dir)
     bases, runs, evaluations = plan(args)
-    if "base" in args.stages:
-        train(args, bases, "base")
-    if "finetune" in args.stages:
-        require_finished(args, bases, "base", "finetune")
-        train(args, runs, "finetune")
-    if "eval" in args.stages:
-        require_finished(args, runs, "finetune", "eval")
-        evaluate(args, evaluations)
-    if "report" in args.stages and not args.dry_run:
-        report(args.study_dir)
-    if args.collect:
-        collect(args.study_dir, args.dataset, Path(args.collect))
+    try:
+        if "base" in args.stages:
+            train(args, bases, "base")
+        if "finetune" in args.stages:
+            require_finished(args, bases, "base", "finetune")
+            train(args, runs, "finetune")
+        if "eval" in args.stages:
+            require_finished(args, runs, "finetune", "eval")
+            evaluate(args, evaluations)
+        if "report" in args.stages and not args.dry_run:
+            report(args.study_dir)
+    finally:  # also after a failure or an interrupt: what was done, and the logs of what failed, come back
+        if args.collect:
+            collect(args.study_dir, args.dataset, Path(args.collect))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ base, collecting and merging results, and the report's per-task rows on hand-mad
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,12 @@ def test_cli_errors_are_one_line():
     result = subprocess.run([sys.executable, "study.py", "--stage=report", "--study_dir=/nonexistent/x"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: no finished evaluation in")
+
+
+def test_a_failed_job_names_its_log_and_the_results_are_still_collected(finished, tmp_path):
+    study_dir, data_source = finished
+    with pytest.raises(study.StudyError, match="(?s)1 of 1 failed: eval dllm_var-s0 block.*pass --canvas"):
+        study.main(tiny_study(study_dir, data_source, "--stage=eval", "--num_samples=3", "--eval_flags=--canvas 9999",
+                              f"--collect={tmp_path}"))
+    with tarfile.open(tmp_path / "study-tinystories.tar.gz") as tar:
+        assert "logs/eval-dllm_var-s0-block.log" in tar.getnames()
