@@ -375,6 +375,13 @@ def summarize(study_dir: Path) -> dict:
     if len(datasets) > 1:
         raise StudyError(f"{study_dir} holds evaluations of several datasets {sorted(datasets)}")
     dataset = datasets.pop()
+    prompts = {(recipe, sampler, seed): [row["prompt"] for row in rows]
+               for (recipe, sampler), by_seed in found.items() for seed, (_, rows) in by_seed.items()}
+    first_key, first_prompts = next(iter(prompts.items()))
+    for key, these in prompts.items():  # the intervals compare models on the same prompts, or mean nothing
+        if these != first_prompts:
+            raise StudyError(f"the evaluations {key} and {first_key} are of different prompts (another --num_samples, "
+                             f"or other data): evaluate them again on the same")
     cells = []
     for (recipe, sampler), by_seed in sorted(found.items()):
         outcomes = [prompt_outcomes(rows, sampler, dataset, study_dir / "eval" / f"{recipe}-s{seed}" / sampler)
@@ -395,7 +402,7 @@ def _interval(r: dict) -> str:
     return "-" if r["mean"] is None else f"{r['mean']:.0%} [{r['low']:.0%}, {r['high']:.0%}]"
 
 
-def _number(x, fmt="{:.2f}") -> str:
+def _number(x, fmt: str) -> str:
     return "-" if x is None else fmt.format(x)
 
 

@@ -171,3 +171,11 @@ def test_a_failed_job_names_its_log_and_the_results_are_still_collected(finished
                               f"--collect={tmp_path}"))
     with tarfile.open(tmp_path / "study-tinystories.tar.gz") as tar:
         assert "logs/eval-dllm_var-s0-block.log" in tar.getnames()
+
+
+def test_report_refuses_evaluations_of_different_prompts(tmp_path):
+    row = dict(reference=" a", block=" a", finished=dict(block=True), first_step_eos_exact=True)
+    write_evaluation(tmp_path, "dllm_var-s0", "block", [dict(row, prompt="Spell: cat\nAnswer:")])
+    write_evaluation(tmp_path, "dllm_var-s1", "block", [dict(row, prompt="Spell: dog\nAnswer:")])
+    with pytest.raises(study.StudyError, match="are of different prompts"):
+        study.report(tmp_path)
