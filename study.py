@@ -521,3 +521,6 @@ if __name__ == "__main__":
     except (StudyError, ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # e.g. timeout -s INT: the runs keep their last checkpoints
+        print("interrupted: the same command resumes where this one stopped", file=sys.stderr)
+        sys.exit(130)
