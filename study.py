@@ -39,6 +39,11 @@ Layout of --study_dir (default out/study-<dataset>):
 --collect DIR puts study-<dataset>.tar.gz (every small file above: no checkpoints, no data) and report/'s files in
 DIR: at most 6 files, which a device call can bring back. --merge unpacks such archives into --study_dir, so that
 sessions that ran different --recipes / --seeds subsets are reported together.
+
+On a device whose calls last at most 10 minutes, keep --study_dir outside the copied tree (it survives between
+the calls of one warm machine) and chain the stages, one or two per call, each ending with its results:
+    timeout -s INT 570 python study.py --study_dir=/root/ck/study --stage=base --jobs=2 --collect=$OUT
+An interrupted stage keeps its checkpoints and still collects; the same command resumes it.
 """
 
 import argparse
