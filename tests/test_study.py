@@ -153,12 +153,13 @@ def test_report_rows_per_task_on_hand_made_evaluations(tmp_path):
     assert (tmp_path / "report" / "tasks.png").is_file()
 
 
-def test_cli_errors_are_one_line():
+def test_cli_errors_are_one_line(capsys):
     for flags, message in ((["--recipes=nope"], "--recipes must name some of"),
                            (["--stage=train"], "--stage must name some of"),
                            (["--seeds=a"], "--seeds must be comma-separated integers")):
-        result = subprocess.run([sys.executable, "study.py", *flags], cwd=ROOT, capture_output=True, text=True)
-        assert result.returncode == 2 and message in result.stderr
+        with pytest.raises(SystemExit) as exit_:
+            study.parse_args(flags)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
     result = subprocess.run([sys.executable, "study.py", "--stage=report", "--study_dir=/nonexistent/x"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: no finished evaluation in")
