@@ -26,7 +26,8 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
    eos_pad, every token, prompts included, for ar and pretrain. Compare it between recipes that score the same.
 
 It writes into --out_dir: results.json (everything), results.md (the tables), samples.jsonl (each prompt with its
-reference and every sampler's response) and the figures eos_heatmap.png, lengths_scatter.png, lengths_hist.png.
+reference, every sampler's response, whether it ended with EOS (finished) and, per prompt, whether the first-step
+test at reveal 0 put EOS exactly right) and the figures eos_heatmap.png, lengths_scatter.png, lengths_hist.png.
 This script parses the flags and runs; the experiments are nanodllm/evaluation.py, the tables nanodllm/report.py.
 A command that cannot run as given stops with one `error: ...` line and exit code 2.
 """
@@ -207,6 +208,12 @@ def run(args):
     else:
         first_step, heatmap = first_step_test(model, pairs, args.canvas, args.reveal, args.tolerance,
                                               args.batch_size, args.seed, autocast_ctx)
+    # Per prompt, for samples.jsonl: EOS exactly at the true position after one pass, nothing revealed (None for
+    # a prompt whose EOS lies beyond the canvas, or when the test did not run at reveal 0).
+    first_step_exact = {}
+    if heatmap is not None and heatmap["reveal"] == 0:
+        fitting = [i for i, (_, r) in enumerate(pairs) if len(r) < args.canvas]
+        first_step_exact = dict(zip(fitting, (heatmap["predicted"] == heatmap["true_len"]).tolist()))
 
     # ---- quality: the NLL bound, and the references under the judge (the anchor for the samplers') ----
     quality = validation_nll(model, info, args.data, args.data_dir, args.eval_iters, device, autocast_ctx)
@@ -250,7 +257,9 @@ def run(args):
     with open(out_dir / "samples.jsonl", "w") as f:
         for i, (p, r) in enumerate(pairs):
             f.write(json.dumps(dict(prompt=tok.decode(p), reference=tok.decode(r),
-                                    **{name: texts[name][i] for name in texts})) + "\n")
+                                    **{name: texts[name][i] for name in texts},
+                                    finished={name: r["finished"][i] for name, r in results_by_sampler.items()},
+                                    first_step_eos_exact=first_step_exact.get(i))) + "\n")
     print("\n" + markdown)
     print(f"wrote {out_dir}/results.json, results.md, samples.jsonl" + "".join(f", {p}" for p in plot_files))
 

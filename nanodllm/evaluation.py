@@ -147,7 +147,7 @@ def score_responses(completions, pairs, dataset: str, judge, batch_size: int,
     out = dict(termination_rate=metrics.termination_rate(completions, tok.eos_id),
                **metrics.length_metrics(lengths, [len(r) for _, r in pairs]),
                repetition=metrics.repetition_rate(responses), exact_match=None, exact_length=None, gen_ppl=None,
-               generated_lengths=lengths)
+               generated_lengths=lengths, finished=[metrics.ended_with_eos(c, tok.eos_id) for c in completions])
     if dataset == "lengthtask":  # the answer is known: score it (tasks.score compares texts)
         scores = [score(Example("", tok.decode(p), tok.decode(r)), tok.decode(g))
                   for (p, r), g in zip(pairs, responses)]

@@ -274,6 +274,35 @@ def plot_length_histograms(reference, generated: dict, out_png, title=""):
     _save(fig, out_png)
 
 
+def plot_intervals(panels: dict, out_png, title="", columns: int = 4):
+    """One panel per key of `panels` (a rate, or a task), in each a point per model with its interval:
+    panels[panel][model] = {"mean", "low", "high"} as nanodllm.stats.rate_with_interval gives them (None values
+    are left out). Rates are fractions, drawn on [0, 1]; models read top to bottom in the order given."""
+    import math
+    plt = _pyplot()
+    models = list(dict.fromkeys(m for cells in panels.values() for m in cells))
+    n_cols = min(columns, max(1, len(panels)))
+    n_rows = math.ceil(max(1, len(panels)) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.8 * n_cols + 1.5, n_rows * (0.35 * len(models) + 1.2)),
+                             sharey=True, squeeze=False)
+    for ax, (panel, cells) in zip(axes.flat, panels.items()):
+        for y, model in enumerate(models):
+            c = cells.get(model)
+            if c is None or c["mean"] is None:
+                continue
+            ax.errorbar(c["mean"], y, xerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]], fmt="o", ms=4,
+                        capsize=3, color="C0")
+        ax.set(xlim=(-0.03, 1.03), title=panel)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    axes[0][0].set_yticks(range(len(models)), models)
+    axes[0][0].invert_yaxis()
+    if title:
+        fig.suptitle(title)
+    _save(fig, out_png)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", nargs="*", help="log.jsonl files written by train.py")

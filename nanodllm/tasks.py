@@ -194,3 +194,18 @@ def score(example: Example, generated_text: str) -> dict:
     return {"exact_match": generated_text.strip() == example.response.strip(),
             "exact_length": len_generated == len_reference,
             "len_generated": len_generated, "len_reference": len_reference}
+
+
+# -----------------------------------------------------------------------------
+# Which task a prompt belongs to (for per-task tables of evaluation results)
+
+# The first word of each task's prompt ("Copy:", "Count", "How", ...), read from the generators themselves.
+_FIRST_WORDS = {TASKS[name](np.random.default_rng(0))[0].split()[0]: name for name in TASKS}
+
+
+def task_of(prompt_text: str) -> str:
+    """The task of a length-suite prompt, from its first word: "Count from 12 to 15\\nAnswer:" -> "count"."""
+    words = prompt_text.split()
+    if not words or words[0] not in _FIRST_WORDS:
+        raise ValueError(f"not a length-suite prompt: {prompt_text[:40]!r}")
+    return _FIRST_WORDS[words[0]]

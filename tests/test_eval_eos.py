@@ -51,11 +51,20 @@ def test_diffusion_model_end_to_end_then_merge_with_the_causal_one(setup, tmp_pa
     for name in ("results.md", "samples.jsonl", "eos_heatmap.png", "lengths_scatter.png", "lengths_hist.png"):
         assert (out / name).is_file(), name
     assert "| block |" in (out / "results.md").read_text()
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 5
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    for name, s in r["samplers"].items():  # per prompt, what the rates are the means of
+        assert sum(row["finished"][name] for row in rows) == round(s["termination_rate"] * 5)
+    first = [row["first_step_eos_exact"] for row in rows]
+    assert first.count(None) == fs["n_beyond_canvas"]
+    at_zero = fs["by_reveal"]["0"]
+    assert sum(x for x in first if x is not None) == round(at_zero["exact_acc"] * at_zero["n"])
 
     out_ar, r_ar = run(setup, tmp_path, "ar", "--samplers", "ar,block")
     assert set(r_ar["samplers"]) == {"ar"} and "skipped" in r_ar["first_step"]
     assert (out_ar / "lengths_hist.png").is_file() and not (out_ar / "eos_heatmap.png").exists()
+    row = json.loads((out_ar / "samples.jsonl").read_text().splitlines()[0])
+    assert set(row["finished"]) == {"ar"} and row["first_step_eos_exact"] is None
     assert "first-step EOS test skipped" in capsys.readouterr().out
 
     table = tmp_path / "TABLE.md"

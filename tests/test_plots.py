@@ -76,3 +76,11 @@ def test_block_decoding_errors_are_clear(tmp_path):
     with pytest.raises(SystemExit):  # the CLI: one line on stderr, no traceback
         plots.main(["--block_decoding", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_intervals(tmp_path):
+    panels = {"terminated": {"dllm_var / block": dict(mean=0.3, low=0.2, high=0.4),
+                             "ar / ar": dict(mean=1.0, low=1.0, high=1.0)},
+              "exact length": {"dllm_var / block": dict(mean=None, low=None, high=None)}}
+    plots.plot_intervals(panels, tmp_path / "rates.png", "a study")
+    assert (tmp_path / "rates.png").stat().st_size > 10_000

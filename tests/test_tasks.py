@@ -6,7 +6,7 @@ import pytest
 
 from nanodllm.prepare import is_prepared, load_split
 from nanodllm.tasks import (MAX_LIST, MAX_RUN, TASKS, WORDS, Example, ensure_task_data, generate, sample_task, score,
-                            write_task_data)
+                            task_of, write_task_data)
 from nanodllm.tokenizer import get_tokenizer
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,12 @@ def test_score():
     too_long = score(ex, " 7 1 9 4 4")
     assert not too_long["exact_match"] and too_long["len_generated"] == 5
     assert score(ex, "") == {"exact_match": False, "exact_length": False, "len_generated": 0, "len_reference": 4}
+
+
+def test_task_of_names_the_task_of_every_prompt(examples):
+    assert all(task_of(ex.prompt) == ex.task for ex in examples)
+    assert {task_of(ex.prompt) for ex in examples} == set(TASKS)
+    assert task_of("How many items: cat 4 sun\nAnswer:") == "length"
+    for text in ("Once upon a time", "", "  "):
+        with pytest.raises(ValueError, match="not a length-suite prompt"):
+            task_of(text)

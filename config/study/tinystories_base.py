@@ -1,0 +1,21 @@
+# The recipe study on TinyStories, stage 1: a masked-diffusion base (recipe pretrain: every token maskable,
+# 1/t-weighted ELBO, t over (0, 1]); the AR baseline's base is this file + config/recipes/ar.py.
+#   python train.py config/study/tinystories_base.py --data_source=DIR --out_dir=out/study-tinystories/base
+# DIR holds train.txt.gz and valid.txt.gz; the README's local data is ../shared/data/tinystories/train.txt.gz
+# with every extra/*.txt.gz appended (gzip members concatenate: cat train.txt.gz extra/*.txt.gz > DIR/train.txt.gz)
+# and valid.txt.gz: 16,993 stories, about 3.6M training tokens.
+# 1000 x 16 x 1024 = 16.4M token positions: about 4.5 passes over those 3.6M tokens.
+dataset = "tinystories"
+recipe = "pretrain"
+model = "gpt2"
+block_size = 1024  # 99.9% of stories fit in one row (eos_pad needs that); 512-token canvases stay inside it
+batch_size = 16
+max_iters = 1000
+eval_interval = 250
+eval_iters = 10
+t_min = 1e-3
+t_max = 1.0
+loss_weighting = "elbo"
+learning_rate = 6e-4
+min_lr = 6e-5
+warmup_iters = 100
