@@ -182,7 +182,7 @@ def quality(judge, prompts, completions, eos_id, device, dtype) -> dict:
 
 
 def check_fits(name, model, prompts, args):
-    longest = max(len(p) for p in prompts)
+    longest = max(len(p) for p in prompts) + name.startswith("ar")  # generate puts an EOS before an ar prompt
     new = args.llada_gen_length if name.startswith("llada") else args.max_new_tokens
     if longest + new > model.config.max_seq_len:
         flag = "--llada_gen_length" if name.startswith("llada") else "--max_new_tokens"

@@ -188,7 +188,7 @@ def run(args):
              for s in samplers}
     if not causal:
         needs["the first-step canvas"] = (args.canvas, args.length_flags["canvas"])
-    check_room(model, max(len(p) for p in prompts), needs)
+    check_room(model, max(len(p) for p in prompts) + causal, needs)  # + the EOS before an ar prompt
 
     label = args.label or run_name(args.init_from)
     out_dir = Path(args.out_dir or f"results/{label}")

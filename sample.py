@@ -218,9 +218,7 @@ def main(argv=None):
     tok = get_tokenizer()
     texts = read_prompts(args)
     encoded = [tok.encode(t) for t in texts]  # ordinary text: special-token names stay plain characters
-    if sampler == "ar":
-        encoded = [ids or [cfg.eos_id] for ids in encoded]  # a document starts after an EOS
-    longest = max(len(ids) for ids in encoded)
+    longest = max(len(ids) for ids in encoded) + (sampler == "ar")  # generate puts an EOS before an ar prompt
     room = cfg.max_seq_len - longest
     if room < 1:
         sys.exit(f"error: the longest prompt has {longest} tokens; the model's context is {cfg.max_seq_len}")

@@ -515,8 +515,14 @@ def knobs(name: str, **given) -> dict:
 
 def generate(name: str, model, prompts, *, generator=None, trace=None, **given):
     """Sampler `name` ("llada", "block", "length_bound" or "ar") on a batch of prompts -> (completions, stats),
-    with the knobs given and the sampler's defaults for the rest (see knobs)."""
+    with the knobs given and the sampler's defaults for the rest (see knobs).
+
+    "ar" prompts are given the context the causal model was trained in: its packed stream puts every document
+    right after the previous one's EOS, so each prompt is preceded by an EOS (an empty prompt becomes just EOS)."""
     chosen = knobs(name, **given)  # first: it names an unknown sampler
+    if name == "ar":
+        rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
+        prompts = [[model.config.eos_id] + [int(t) for t in p] for p in rows]
     return SAMPLERS[name](model, prompts, generator=generator, trace=trace, **chosen)
 
 

@@ -565,8 +565,21 @@ def test_generate_dispatches_every_sampler_by_name(name, attention, given):
     model = tiny_model(attention)
     out, stats = generate(name, model, PROMPTS, generator=torch.Generator().manual_seed(0), **given)
     own = {k: v for k, v in given.items() if k in DEFAULTS[name]}
-    direct, direct_stats = SAMPLERS[name](model, PROMPTS, generator=torch.Generator().manual_seed(0), **own)
+    prompts = [[EOS] + p for p in PROMPTS] if name == "ar" else PROMPTS  # an ar prompt starts as in training
+    direct, direct_stats = SAMPLERS[name](model, prompts, generator=torch.Generator().manual_seed(0), **own)
     assert out == direct and stats.nfe == direct_stats.nfe and stats.tokens == direct_stats.tokens
+
+
+def test_the_ar_prompt_starts_as_in_training():
+    """The AR baseline saw every document right after the previous one's EOS; its prompts get that EOS, which
+    changes what it writes (the evaluation used to give it prompts without)."""
+    model = tiny_model("causal", seed=9, sharpen=5.0)
+    with_eos = [[EOS] + p for p in PROMPTS]
+    out, _ = generate("ar", model, PROMPTS, max_new_tokens=12)
+    assert out == autoregressive_generate(model, with_eos, max_new_tokens=12)[0]
+    assert out != autoregressive_generate(model, PROMPTS, max_new_tokens=12)[0]
+    assert generate("ar", model, [[]], max_new_tokens=4)[0] == autoregressive_generate(model, [[EOS]],
+                                                                                       max_new_tokens=4)[0]
 
 
 def test_llada_steps_and_block_length_default_to_gen_length():
