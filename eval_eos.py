@@ -15,12 +15,15 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
    at every position; we score where the model puts EOS (nanodllm/metrics.py: exact and within-k accuracy, MAE,
    P(EOS) at the true position, MRR). Repeated with --reveal fractions of the true response shown at random
    (seeded) positions: does the belief sharpen as the text fills in, as it does during decoding?
-2. Generation with every requested sampler that fits the model (block, llada, length_bound for a diffusion model;
+2. The EOS block probe (diffusion models; nanodllm/probe.py): where the model puts EOS inside one block of masks
+   as the block's length (--probe_blocks) and the true end's offset in it change: at the true position, at the
+   block's end (the sample-scope shortcut), nowhere (the row-scope one) or elsewhere.
+3. Generation with every requested sampler that fits the model (block, llada, length_bound for a diffusion model;
    ar for a causal one): termination rate, generated vs reference lengths (MAE, relative error, Pearson r,
    Wasserstein distance of the distributions), repetition, tokens/s and NFE per token (GenerationStats); on the
    length task (nanodllm/tasks.py), whether the answer is exactly right and exactly as long as it should be.
    tokens/s here includes warm-up and is only indicative: bench_sampler.py measures speed properly.
-3. Quality: the validation NLL bound of the model's own recipe (nanodllm.training.evaluate), and, with --judge, the
+4. Quality: the validation NLL bound of the model's own recipe (nanodllm.training.evaluate), and, with --judge, the
    generative perplexity of the responses (and of the references, as the anchor) under a causal model. The NLL
    covers the tokens its recipe scores (recipes.nll_bound_example): response + EOS for dllm_var, eos_random and
    eos_pad, every token, prompts included, for ar and pretrain. Compare it between recipes that score the same.
@@ -44,6 +47,7 @@ from nanodllm import metrics, plots, report
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.evaluation import (EvaluationError, check_room, first_step_test, generation_results, load_pairs,
                                  run_name, validation_nll)
+from nanodllm.probe import eos_block_probe
 from nanodllm.sampler import knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tokenizer import get_tokenizer
@@ -77,6 +81,8 @@ def parse_args(argv=None):
     g.add_argument("--canvas", type=int, default=None, help="masks after the prompt (default: --max_new_tokens)")
     g.add_argument("--reveal", default="0,0.25,0.5,0.75", help="fractions of the true response shown")
     g.add_argument("--tolerance", type=int, default=2, help="k of the within-k accuracy (tokens)")
+    g.add_argument("--probe_blocks", default="8,16,32,64",
+                   help="the EOS block probe's block lengths ('' = skip; a block_causal model uses its own)")
     g = p.add_argument_group("generation")
     g.add_argument("--max_new_tokens", type=int, default=256, help="cap of the block and ar samplers")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -120,6 +126,12 @@ def parse_args(argv=None):
         p.error(f"--reveal must be comma-separated fractions, got {args.reveal!r}")
     if not all(0 <= r < 1 for r in args.reveal):
         p.error("--reveal fractions must be in [0, 1)")
+    try:
+        args.probe_blocks = [int(b) for b in args.probe_blocks.split(",") if b.strip()]
+    except ValueError:
+        p.error(f"--probe_blocks must be comma-separated block lengths, got {args.probe_blocks!r}")
+    if not all(b >= 1 for b in args.probe_blocks):
+        p.error("--probe_blocks must be >= 1")
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     unknown = set(args.samplers) - set(SAMPLERS)
     if unknown:
@@ -208,6 +220,9 @@ def run(args):
     else:
         first_step, heatmap = first_step_test(model, pairs, args.canvas, args.reveal, args.tolerance,
                                               args.batch_size, args.seed, autocast_ctx)
+    probe = (eos_block_probe(model, pairs, autocast_ctx, args.probe_blocks, args.batch_size)
+             if args.probe_blocks and not causal else None)
+
     # Per prompt, for samples.jsonl: EOS exactly at the true position after one pass, nothing revealed (None for
     # a prompt whose EOS lies beyond the canvas, or when the test did not run at reveal 0).
     first_step_exact = {}
@@ -247,7 +262,7 @@ def run(args):
                   reference_lengths=ref_lengths),
         device=str(device), dtype=dtype, torch=torch.__version__,
         args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        quality=quality, reference=reference, first_step=first_step, samplers=results_by_sampler,
+        quality=quality, reference=reference, first_step=first_step, probe=probe, samplers=results_by_sampler,
         skipped_samplers=skipped, plots=plot_files)
     results = report.json_safe(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

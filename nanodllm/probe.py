@@ -70,7 +70,7 @@ def first_eos_in_block(model, contexts, b: int, autocast_ctx) -> list[int]:
 
 def eos_block_probe(model, pairs, autocast_ctx, block_lengths=BLOCK_LENGTHS, batch_size: int = 16) -> dict:
     """{b: {offset name: {"j": j, "n": pairs probed, outcome: rate}}} over the (prompt, response) pairs whose
-    response is long enough to put its EOS at offset j (n >= j)."""
+    response is long enough to put its EOS at offset j (n >= j), and whose canvas fits the model's context."""
     if model.config.attention == "causal":
         raise ValueError("the EOS block probe needs a masked-diffusion model (a causal one writes no block)")
     if model.config.attention == "block_causal":
@@ -79,7 +79,8 @@ def eos_block_probe(model, pairs, autocast_ctx, block_lengths=BLOCK_LENGTHS, bat
     for b in block_lengths:
         result[b] = {}
         for name, j in offsets(b).items():
-            chosen = [(p, r) for p, r in pairs if len(r) >= j]
+            room = model.config.max_seq_len - b  # prompt + shown response must leave room for the block
+            chosen = [(p, r) for p, r in pairs if len(r) >= j and len(p) + len(r) - j <= room]
             counts = dict.fromkeys(OUTCOMES, 0)
             for i in range(0, len(chosen), batch_size):
                 chunk = chosen[i:i + batch_size]

@@ -19,6 +19,8 @@ SAMPLER_COLUMNS = [("terminated", "termination_rate", "{:.0%}"), ("mean len", "m
                    ("tokens/s", "tokens_per_s", "{:.0f}"), ("NFE/token", "nfe_per_token", "{:.3f}")]
 MODEL_COLUMNS = [("val NLL", "val_nll", "{:.4f}"), ("EOS exact (1st step)", "eos_exact", "{:.0%}"),
                  ("EOS MRR", "eos_mrr", "{:.3f}")]
+PROBE_COLUMNS = [("n", "n", "{}"), ("at the true end", "true", "{:.0%}"), ("at the block's end", "block_end", "{:.0%}"),
+                 ("elsewhere", "other", "{:.0%}"), ("nowhere", "none", "{:.0%}")]
 FIRST_STEP_COLUMNS = [("n", "n", "{}"), ("exact", "exact_acc", "{:.0%}"), ("within ±k", "acc_within_k", "{:.0%}"),
                       ("MAE", "mae", "{:.1f}"), ("P(EOS) at true", "p_eos_true", "{:.3f}"), ("MRR", "mrr", "{:.3f}")]
 
@@ -77,6 +79,14 @@ def markdown_report(results: dict) -> str:
                      f"{fs['n_beyond_canvas']} samples whose EOS lies beyond the canvas are left out.")
         rows = [[f"{float(r):.0%}"] + _cells(v, FIRST_STEP_COLUMNS) for r, v in fs["by_reveal"].items()]
         lines += [""] + _table(["revealed"] + [h for h, _, _ in FIRST_STEP_COLUMNS], rows)
+    if results.get("probe"):
+        lines += ["", "## EOS inside one block (the probe)", "",
+                  "Prompt + the true response up to j tokens before its end + one block of b masks: where is the "
+                  "first EOS the model would write? (past: the true end lies beyond the block, so no EOS is right.)",
+                  ""]
+        rows = [[str(b), name, str(c["j"])] + _cells(c, PROBE_COLUMNS)
+                for b, cells in results["probe"].items() for name, c in cells.items()]
+        lines += _table(["block", "true end", "j"] + [h for h, _, _ in PROBE_COLUMNS], rows, n_text=2)
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in results["plots"]]
     return "\n".join(lines) + "\n"
 

@@ -59,9 +59,15 @@ def test_diffusion_model_end_to_end_then_merge_with_the_causal_one(setup, tmp_pa
     assert first.count(None) == fs["n_beyond_canvas"]
     at_zero = fs["by_reveal"]["0"]
     assert sum(x for x in first if x is not None) == round(at_zero["exact_acc"] * at_zero["n"])
+    probe = r["probe"]  # the EOS block probe: every block length, every offset, outcomes that add up
+    assert set(probe) == {"8", "16", "32", "64"} and set(probe["8"]) == {"first", "middle", "last", "past"}
+    for cells in probe.values():
+        for c in cells.values():
+            assert c["n"] == 0 or abs(sum(c[k] for k in ("true", "block_end", "other", "none")) - 1) < 1e-9
+    assert "## EOS inside one block" in (out / "results.md").read_text()
 
     out_ar, r_ar = run(setup, tmp_path, "ar", "--samplers", "ar,block")
-    assert set(r_ar["samplers"]) == {"ar"} and "skipped" in r_ar["first_step"]
+    assert set(r_ar["samplers"]) == {"ar"} and "skipped" in r_ar["first_step"] and r_ar["probe"] is None
     assert (out_ar / "lengths_hist.png").is_file() and not (out_ar / "eos_heatmap.png").exists()
     row = json.loads((out_ar / "samples.jsonl").read_text().splitlines()[0])
     assert set(row["finished"]) == {"ar"} and row["first_step_eos_exact"] is None
