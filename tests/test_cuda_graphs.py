@@ -75,8 +75,8 @@ def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
     monkeypatch.setattr(GraphedForward, "_record",
                         lambda self, inputs, at: recorded.append(inputs["idx"].shape) or record(self, inputs, at))
     model = model_on("cuda", "block_causal")
-    wrap_forward(model, no_eos)  # no row stops: six blocks of passes
-    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=48))
+    wrap_forward(model, no_eos)  # no row stops: seven blocks of 8 (the model's own), the first holding the prompt
+    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=49))
     assert len(recorded) == len(set(recorded)) and {shape[1] for shape in recorded} <= {8, 16}
     assert stats.nfe > len(recorded) + 1  # the prefill is eager; the other passes replay
 
