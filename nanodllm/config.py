@@ -1,9 +1,11 @@
 """Training configuration: one dataclass of every knob, filled from Python config files and --key=value flags.
 
-As in nanoGPT, a config file is plain Python (`config/tiny.py` sets `n_layer = 6` and so on) and flags override
-it: `python train.py config/tiny.py --batch_size=16 --compile=False`. Unlike nanoGPT's exec-into-globals, every
-name is checked: an unknown key, or a value of the wrong type, stops the run with a message that lists the valid
-keys, so a typo never trains silently with the default.
+As in nanoGPT, a config file is plain Python (`config/tiny.py` sets `recipe = "dllm_var"` and so on) and flags
+override it: `python train.py config/tiny.py --batch_size=16 --compile=False` (or `--batch_size 16`). Unlike
+nanoGPT's exec-into-globals, every name is checked: an unknown key ("did you mean batch_size?"), or a value of the
+wrong type, stops the run, so a typo never trains silently with the default. A flag's text takes its key's type:
+`--out_dir=2024` is a str, `--max_iters=1e2` the int 100. `python train.py --help` lists every key, with its
+default and the comment beside it below.
 """
 
 import ast

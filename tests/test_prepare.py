@@ -1,6 +1,7 @@
 import gzip
 import json
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -249,3 +250,14 @@ def test_real_tinystories_sample(tmp_path):
     train = load_split(tmp_path / "out", "train")
     assert get_tokenizer().decode(train.doc(0)[:-1]) == first_story
     assert get_tokenizer().decode(train.doc(0)[:train.prompt_lens[0]]) == first_story[:first_story.index(".") + 1]
+
+
+@pytest.mark.parametrize("source, message", [("does/not/exist", "does/not/exist: no such file or folder"),
+                                             ("empty.txt", "empty.txt is empty")])
+def test_prepare_script_errors_are_one_line(tmp_path, source, message):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    script = Path(__file__).resolve().parents[1] / "data" / "tinystories" / "prepare.py"
+    result = subprocess.run([sys.executable, str(script), f"--source={tmp_path / source}",
+                             f"--out_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / message}") and not (tmp_path / "out").exists()
