@@ -89,8 +89,11 @@ def claim_out_dir(out_dir: Path, cfg: TrainConfig, master: bool):
         raise ConfigError(f"{out_dir} already holds a run ({', '.join(p.name for p in held)}): continue it with "
                           f"--resume, start it over with --overwrite, or give another --out_dir")
     if master:
-        for path in held + [out_dir / "log.jsonl", out_dir / "config.json"]:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for path in held:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def config_overrides(cfg: TrainConfig) -> str:
@@ -101,7 +104,9 @@ def config_overrides(cfg: TrainConfig) -> str:
 def format_duration(seconds: float) -> str:
     """7 -> 7s, 125 -> 2m05s, 3725 -> 1h02m."""
     s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def main(argv):
@@ -188,7 +193,7 @@ def main(argv):
     log(f"out_dir: {out_dir.resolve()} (config.json, log.jsonl, checkpoints ckpt_*)")
     log(parallel.format_memory_estimate(parallel.memory_estimate(
         raw_model.config, cfg.parallel, d.world_size, cfg.batch_size, cfg.block_size, cfg.activation_checkpointing)))
-    log_file = open(out_dir / "log.jsonl", "a") if master else None
+    log_file = open(out_dir / "log.jsonl", "a" if cfg.resume else "w") if master else None  # a fresh run, a fresh log
 
     def write_log(record):
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))

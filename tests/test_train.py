@@ -80,6 +80,11 @@ def test_training_lowers_validation_nll_and_writes_checkpoints(tmp_path, tiny_da
     assert f"out_dir: {(tmp_path / 'out').resolve()}" in printed and " eta " in printed
 
 
+def test_format_duration():
+    assert [train.format_duration(s) for s in (0, 7.4, 59.6, 125, 3599, 3725)] == [
+        "0s", "7s", "1m00s", "2m05s", "59m59s", "1h02m"]
+
+
 def test_a_changed_data_source_is_prepared_again(tmp_path, capsys):
     stories = story_texts()
     for name, part in (("a", stories[:30]), ("b", stories[30:60])):
