@@ -1,7 +1,9 @@
-# config/tiny.py made small enough for a CPU: about 5 minutes on 2 cores, and a model that has learned something
-# (the validation NLL falls from ~10.6 to ~6; it writes words, not yet stories). Stack it on tiny.py:
+# config/tiny.py made small enough for a CPU: 5 minutes on 2 cores (about 2,200 tokens/s), enough to watch it learn
+# (validation NLL 10.6 -> 6.0), not enough to write stories or to stop by itself: it writes "the... the... day",
+# the most common tokens. Stories and EOS take config/tiny.py on a GPU. Stack it on tiny.py:
 #   python train.py config/tiny.py config/cpu.py --data_source=DIR
-#   python sample.py --init_from out/tiny-cpu --prompt "Once upon a time, there was a little cat."
+#   python sample.py --init_from out/tiny-cpu --prompt "Once upon a time, there was a little cat." --max_new_tokens 64
+#   python eval_eos.py --init_from out/tiny-cpu --data tinystories --num_samples 20 --samplers block --device cpu
 device = "cpu"
 compile = False  # compiling works on the CPU with a C++ compiler, but its warm-up costs more than it saves here
 out_dir = "out/tiny-cpu"
