@@ -13,7 +13,9 @@ Without a prompt a diffusion model generates unconditionally; the autoregressive
 token that precedes every document in its training stream.
 
 --show redraws the canvas in the terminal after every step: masks are dim blocks, the tokens committed in that
-step are highlighted, and the block sampler reveals its canvas one block at a time.
+step are highlighted, and the block sampler reveals its canvas one block at a time. It draws only on a terminal
+(piped into a file it would write escape codes: a note says it is ignored). Each batch's samples are printed as
+soon as that batch is done.
 
 --trace_out=PATH records the same canvases to a JSON file, which nanodllm/plots.py draws as a figure:
     python sample.py --init_from=out/dllm_var --prompt="Tom had a red ball." --trace_out=trace.json
@@ -121,7 +123,11 @@ def read_prompts(args) -> list[str]:
         return [args.prompt or ""]
     if not Path(path).is_file():
         sys.exit(f"error: prompt file {path} does not exist")
-    prompts = [line.rstrip("\r\n") for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: prompt file {path} is not UTF-8 (invalid byte at offset {e.start}): save it as UTF-8")
+    prompts = [line.rstrip("\r\n") for line in text.splitlines()]
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         sys.exit(f"error: prompt file {path} holds no prompts")
@@ -208,7 +214,7 @@ def main(argv=None):
         dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
         model, info = load(args.init_from, device)
     except Exception as e:  # a missing or broken checkpoint, a bad device: one clear line, not a traceback
-        sys.exit(f"error: {type(e).__name__}: {e}")
+        sys.exit(f"error: {e}")
     cfg = model.config
     sampler = args.sampler or ("ar" if cfg.attention == "causal" else "block")
     if (sampler == "ar") != (cfg.attention == "causal"):
@@ -225,6 +231,9 @@ def main(argv=None):
     args.max_new_tokens = args.max_new_tokens or min(MAX_GENERATION, room)
     args.max_length = args.max_length or min(MAX_GENERATION, room)
 
+    if args.show and not sys.stdout.isatty():
+        print("note: --show draws only on a terminal; not drawing", file=sys.stderr)
+        args.show = False
     torch.manual_seed(args.seed)
     generator = torch.Generator(device).manual_seed(args.seed)
     jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(args.num_samples)]
@@ -232,7 +241,7 @@ def main(argv=None):
     print(f"{args.init_from}{step_info}: {cfg.attention} model, {model.num_params() / 1e6:.1f}M parameters, "
           f"sampler {sampler}, {len(jobs)} samples on {device} ({dtype})")
 
-    results, parts, calls = [], [], []
+    parts, calls = [], []
     for b in range(0, len(jobs), args.batch_size):
         batch = jobs[b:b + args.batch_size]
         callbacks = []
@@ -248,15 +257,13 @@ def main(argv=None):
                                       trace=_call_all(callbacks), **knobs_from_flags(args))
         except ValueError as e:  # a bad combination of knobs, or a prompt too long for the model
             sys.exit(f"error: {e}")
-        results += [(i, o, f) for (i, _), o, f in zip(batch, out, stats.finished)]
         parts.append(stats)
         if stats.info:
             print(f"batch {b // args.batch_size}: {stats.info}")
-
-    for n, (i, completion, finished) in enumerate(results):
-        print(f"\n--- sample {n + 1}, prompt {i + 1}{'' if finished else ' (cut at the length cap)'} ---")
-        print(f"{texts[i]}\033[1m{tok.decode(completion)}\033[0m" if sys.stdout.isatty()
-              else texts[i] + tok.decode(completion))
+        for n, (i, _), completion, finished in zip(range(b, b + len(batch)), batch, out, stats.finished):
+            print(f"\n--- sample {n + 1}, prompt {i + 1}{'' if finished else ' (cut at the length cap)'} ---")
+            print(f"{texts[i]}\033[1m{tok.decode(completion)}\033[0m" if sys.stdout.isatty()
+                  else texts[i] + tok.decode(completion), flush=True)
     print(f"\n{GenerationStats.combine(parts)}")
     if args.trace_out:
         # One entry per generate call (a batch): its rows are the samples it lists, in order.
@@ -269,4 +276,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); the samples above are complete", file=sys.stderr)
+        sys.exit(130)

@@ -1,7 +1,7 @@
 """Figures for the README and eval_eos.py, drawn from the project's own logs, results and data (matplotlib,
 imported only when drawing).
 
-    python -m nanodllm.plots out/tiny/log.jsonl --out assets/tiny_loss.png
+    python -m nanodllm.plots out/tiny-pretrain/log.jsonl --out assets/tiny_loss.png
     python -m nanodllm.plots out/a/log.jsonl out/b/log.jsonl --labels a b --out assets/compare.png
     python -m nanodllm.plots --masking data/tinystories --out assets/masking.png   # what each recipe masks
     python -m nanodllm.plots --block_decoding trace.json --out assets/block_decoding.png   # sample.py --trace_out

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nanodllm.config import ConfigError  # a bad --device or --dtype is a usage error like any other key
+
 # Dense bf16 tensor-core peak FLOP/s by GPU name (vendor datasheets), for MFU. Unknown GPUs report no MFU.
 PEAK_BF16_FLOPS = {
     "H100": 989e12, "H200": 989e12, "H800": 989e12, "GH200": 989e12, "B200": 2250e12,
@@ -48,12 +50,13 @@ def pick_device(name: str, d: Dist) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} asked for, but CUDA is not available; use --device=cpu")
+            raise ConfigError(f"device {name!r} asked for, but CUDA is not available here: use --device=cpu (or "
+                              "--device=auto, which picks the GPU when there is one)")
         device = torch.device("cuda", d.local_rank if d.enabled else torch.device(name).index or 0)
         torch.cuda.set_device(device)
         return device
     if name != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     return torch.device("cpu")
 
 
@@ -61,7 +64,7 @@ def autocast(device: torch.device, dtype: str):
     """bf16/fp16 autocast on CUDA; float32 on the CPU, where low precision is slow and gains nothing."""
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if dtype not in dtypes:
-        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     if device.type != "cuda" or dtype == "float32":
         return nullcontext()
     return torch.autocast("cuda", dtype=dtypes[dtype])

@@ -2,6 +2,11 @@
 and the figure nanodllm/plots.py draws from the trace."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import sample
 from nanodllm import plots
@@ -10,8 +15,13 @@ from nanodllm.tokenizer import get_tokenizer
 PROMPT = "Once upon a time"
 
 
-def test_trace_out_records_every_step(tmp_path, capsys):
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--init_from=random:tiny", "--max_new_tokens=6", "--block_size=4", "--device=cpu"]
+
+
+def test_trace_out_records_every_step(tmp_path, capsys, monkeypatch):
     path = tmp_path / "traces" / "trace.json"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # --show draws only on a terminal
     sample.main(["--init_from=random:tiny", f"--prompt={PROMPT}", "--num_samples=3", "--batch_size=2",
                  "--max_new_tokens=10", "--block_size=4", "--device=cpu", "--show", "--show_delay=0",
                  f"--trace_out={path}"])
@@ -27,7 +37,8 @@ def test_trace_out_records_every_step(tmp_path, capsys):
     assert printed.count(sample.LiveView.CLEAR) == len(frames)  # --show redrew the canvas at the same steps
 
     # What each sample printed, after its "--- sample n, ... ---" line.
-    outputs = [part.split(" ---\n", 1)[1] for part in printed.split("\n--- sample ")[1:]]
+    outputs = [part.split(" ---\n", 1)[1].replace("\033[1m", "").replace("\033[0m", "")  # bold on a terminal
+               for part in printed.split("\n--- sample ")[1:]]
     for call in trace["calls"]:
         for row, n in enumerate(call["samples"]):
             canvases = [frame[row] for frame in call["frames"]]
@@ -38,3 +49,43 @@ def test_trace_out_records_every_step(tmp_path, capsys):
 
     plots.main(["--block_decoding", str(path), "--sample", "2", "--out", str(tmp_path / "decoding.png")])
     assert (tmp_path / "decoding.png").stat().st_size > 10_000
+
+
+def test_show_draws_only_on_a_terminal(capsys):
+    sample.main(QUICK + [f"--prompt={PROMPT}", "--show", "--show_delay=0"])
+    captured = capsys.readouterr()
+    assert sample.LiveView.CLEAR not in captured.out and "--- sample 1, prompt 1" in captured.out
+    assert captured.err == "note: --show draws only on a terminal; not drawing\n"
+
+
+def test_each_batch_is_printed_as_soon_as_it_is_done(capsys, monkeypatch):
+    printed_before = []  # what was on the screen when each batch began
+    real = sample.generate
+
+    def spy(*args, **kwargs):
+        printed_before.append(capsys.readouterr().out)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "generate", spy)
+    sample.main(QUICK + [f"--prompt={PROMPT}", "--num_samples=3", "--batch_size=2"])
+    assert len(printed_before) == 2 and "--- sample" not in printed_before[0]
+    assert "--- sample 1, prompt 1" in printed_before[1] and "--- sample 2, prompt 1" in printed_before[1]
+    assert "--- sample 3, prompt 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init_from=out/no_such_run"], "error: no checkpoint at out/no_such_run"),
+    (QUICK + ["--prompt_file=PROMPTS"], "error: prompt file PROMPTS is not UTF-8 (invalid byte at offset 3)"),
+    (QUICK + ["--prompt=@missing.txt"], "error: prompt file missing.txt does not exist"),
+    (["--init_from=random:tiny", "--device=cuda"], "error: device 'cuda' asked for, but CUDA is not available"),
+])
+def test_mistakes_give_one_error_line(tmp_path, args, message):
+    if "--device=cuda" in args and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is available here")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"Caf\xe9 au lait\n")
+    args = [a.replace("PROMPTS", str(prompts)) for a in args]
+    message = message.replace("PROMPTS", str(prompts))
+    result = subprocess.run([sys.executable, "sample.py", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and result.stderr.startswith(message) and "Traceback" not in result.stderr

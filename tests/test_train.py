@@ -1,6 +1,10 @@
 """train.py end to end on a tiny model and tiny data (CPU)."""
 
+import gzip
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +14,11 @@ import torch
 
 import train
 from nanodllm import recipes
-from nanodllm.config import TrainConfig
+from nanodllm.config import ConfigError, TrainConfig, config_to_dict, load_config
 from nanodllm.data import Batch
+from nanodllm.prepare import read_meta
 from nanodllm.training import build_model, configure_optimizer
+from tests.conftest import SEPARATOR, story_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device=cpu", "--compile=False", "--n_layer=2", "--n_head=2", "--d_model=32", "--mlp_hidden=64",
@@ -50,13 +56,60 @@ def test_tiny_model_overfits_one_batch():
     assert losses[0] > 8 and losses[-1] < 0.2
 
 
-def test_training_lowers_validation_nll_and_writes_checkpoints(tmp_path, tiny_data):
+def train_cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_training_lowers_validation_nll_and_writes_checkpoints(tmp_path, tiny_data, capsys):
     run(tmp_path, tiny_data, "--max_iters=30", "--eval_interval=15")
     evals = [r for r in log_records(tmp_path) if "val_nll" in r]
     assert [r["step"] for r in evals] == [0, 15, 30]
     assert evals[-1]["val_nll"] < evals[0]["val_nll"] - 1.0
     assert (tmp_path / "out" / "ckpt_0000030" / "model.safetensors").is_file()
-    assert any("tokens_per_s" in r for r in log_records(tmp_path))
+    steps = [r for r in log_records(tmp_path) if "tokens_per_s" in r]
+    assert [r["step"] for r in steps] == [5, 10, 15, 20, 25, 30]
+    assert all(r["ms_per_step"] > 0 for r in steps) and steps[-1]["eta"] == "0s" and steps[0]["eta"].endswith("s")
+    # what the run was: the effective config, echoed and saved; where the data came from and where it all went
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved == config_to_dict(load_config(TINY + [f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}",
+                                                       "--max_iters=30", "--eval_interval=15"]))
+    printed = capsys.readouterr().out
+    assert "config: out_dir=" in printed and "max_iters=30" in printed and "device='cpu'" in printed
+    assert f"data: {tiny_data.resolve()}: tinystories prepared from " in printed
+    assert f"out_dir: {(tmp_path / 'out').resolve()}" in printed and " eta " in printed
+
+
+def test_format_duration():
+    assert [train.format_duration(s) for s in (0, 7.4, 59.6, 125, 3599, 3725)] == [
+        "0s", "7s", "1m00s", "2m05s", "59m59s", "1h02m"]
+
+
+def test_a_changed_data_source_is_prepared_again(tmp_path, capsys):
+    stories = story_texts()
+    for name, part in (("a", stories[:30]), ("b", stories[30:60])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.txt").write_text(SEPARATOR.join(part[:-5]) + SEPARATOR)
+        (tmp_path / name / "valid.txt").write_text(SEPARATOR.join(part[-5:]) + SEPARATOR)
+    data = tmp_path / "data"
+    common = [f"--data_dir={data}", "--max_iters=1", "--eval_interval=1"]
+    run(tmp_path / "runa", data, *common, f"--data_source={tmp_path / 'a'}")
+    assert read_meta(data)["source"] == str(tmp_path / "a") and read_meta(data)["train"]["n_docs"] == 25
+    run(tmp_path / "runb", data, *common, f"--data_source={tmp_path / 'b'}")
+    assert read_meta(data)["source"] == str(tmp_path / "b")
+    printed = capsys.readouterr().out
+    assert f"was prepared from {tmp_path / 'a'}, not as asked" in printed
+    assert f"tinystories prepared from {tmp_path / 'b'} (train 25 docs" in printed
+
+
+def test_an_existing_run_is_never_clobbered(tmp_path, tiny_data):
+    run(tmp_path, tiny_data, "--max_iters=2", "--eval_interval=2")
+    with pytest.raises(ConfigError, match=r"already holds a run \(ckpt_0000002, latest.json\): continue it with --resume"):
+        run(tmp_path, tiny_data, "--max_iters=4", "--eval_interval=2")
+    assert (tmp_path / "out" / "ckpt_0000002").is_dir()
+    run(tmp_path, tiny_data, "--max_iters=1", "--eval_interval=1", "--overwrite")  # starts over
+    assert sorted(p.name for p in (tmp_path / "out").glob("ckpt_*")) == ["ckpt_0000001"]
+    assert [r["step"] for r in log_records(tmp_path) if "val_nll" in r] == [0, 1]
 
 
 @pytest.mark.parametrize("recipe", ["dllm_var", "eos_pad", "eos_random", "ar"])
@@ -97,11 +150,86 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_
         run(tmp_path / "fresh", tiny_data, "--max_iters=10", "--eval_interval=5")
 
 
-def test_cli_reports_config_errors_clearly():
-    result = subprocess.run([sys.executable, "train.py", "config/tiny.py", "--bacth_size=3"], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "error: unknown config key 'bacth_size'" in result.stderr and "batch_size (int" in result.stderr
+def test_help_lists_every_key():
+    result = train_cli("--help")
+    assert result.returncode == 0 and result.stderr == ""
+    for f in TrainConfig.__dataclass_fields__.values():
+        assert f"--{f.name}={f.default!r}" in result.stdout
+
+
+@pytest.fixture
+def prepared_copy(tmp_path, tiny_data) -> Path:
+    shutil.copytree(tiny_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def write_bad_source(tmp_path, kind) -> Path:
+    """A source that cannot be prepared, of the given kind."""
+    path = tmp_path / kind
+    if kind == "empty_file":
+        path.write_bytes(b"")
+    elif kind == "not_utf8":
+        path.write_bytes(gzip.compress(b"Caf\xe9 au lait." + SEPARATOR.encode()))
+    elif kind == "empty_folder":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["config/tiny.py", "--bacth_size=3"], 2, "unknown config key 'bacth_size' in flag --bacth_size=3\ndid you mean batch_size?"),
+    (["--max_iters", "--resume"], 2, "flag --max_iters needs a value"),
+    (["--recipe=dllm_vaar"], 2, "unknown recipe 'dllm_vaar': choose one of 'pretrain', 'dllm_var'"),
+    (["--model=huge"], 2, "unknown model 'huge': choose one of 'tiny'"),
+    (["--attention_scope=sample", "--recipe=ar"], 2, "attention_scope='sample' is for the packed diffusion recipes"),
+    (["--device=cuda"], 2, "CUDA is not available here: use --device=cpu"),
+    (["missing.py"], 2, "config file missing.py not found"),
+])
+def test_usage_mistakes_give_one_error_line(args, code, message):
+    if "--device=cuda" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = train_cli(*args)
+    assert (result.returncode, result.stdout) == (code, "")
+    assert result.stderr.startswith("error: ") and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("does_not_exist", "does_not_exist: no such file or folder"),
+    ("empty_file", "empty_file is empty"),
+    ("not_utf8", "not_utf8 is not UTF-8: invalid byte at offset 3"),
+    ("empty_folder", "empty_folder holds neither train.txt[.gz] + valid.txt[.gz] nor any *.txt[.gz] file"),
+])
+def test_data_mistakes_give_one_error_line_and_never_train_on_old_data(tmp_path, prepared_copy, kind, message):
+    before = (prepared_copy / "train.bin").read_bytes()
+    result = train_cli(*TINY, f"--data_dir={prepared_copy}", f"--out_dir={tmp_path / 'out'}",
+                       f"--data_source={write_bad_source(tmp_path, kind)}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / message}")
+    assert "step 0" not in result.stdout and (prepared_copy / "train.bin").read_bytes() == before
+
+
+def test_an_out_dir_in_use_is_a_usage_error(tmp_path, tiny_data):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "latest.json").write_text('{"checkpoint": "ckpt_0000002", "step": 2}')
+    result = train_cli(*TINY, f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"error: {tmp_path / 'out'} already holds a run (latest.json): continue it with "
+                             f"--resume, start it over with --overwrite, or give another --out_dir\n")
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_so(tmp_path, tiny_data):
+    cmd = [sys.executable, "train.py", *TINY, f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}",
+           "--max_iters=100000", "--eval_interval=3", "--log_interval=1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # the first checkpoint, then Ctrl-C
+        if line.startswith("saved "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    latest = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert proc.returncode == 130 and "Traceback" not in stderr and latest["step"] >= 3
+    assert stderr.startswith("error: interrupted (Ctrl-C) at step ")
+    assert stderr.endswith(f": stopping; the last good checkpoint in {tmp_path / 'out'} is kept (continue with --resume)\n")
 
 
 @pytest.mark.parametrize("layout", ["ddp", "fsdp"])
