@@ -21,8 +21,8 @@ bound. dLLM-Var instead takes the plain mean over masked tokens.
               the model is trained on [noisy row ; clean row] (two_stream): a noisy block attends to itself and
               to the CLEAN blocks before it, exactly what the block sampler shows it when it decodes that block
               with a KV cache of the finished ones. Nothing after the block is visible, so the end of what the
-              model sees says nothing about where the answer ends; a block holding an EOS goes on with the next
-              sample (masked like a response, as the sampler would be writing it), never with padding.
+              model sees says nothing about where the answer ends; with stream packing a block holding an EOS
+              goes on with the next sample, masked (always_masked), as the sampler sees the rest of its block.
 
 attention_scope="sample" is an ablation of packing, not a recipe: each token attends only to its own sample
 (prompt + response + EOS), where dLLM-Var lets it see the whole row. Under "row", the token after every EOS is
@@ -31,7 +31,8 @@ absent when it generates. "sample" takes that cue away.
 
 packing="best_fit" is another ablation of packing (nanodllm/data.py): samples are kept whole, so no response
 and no EOS is ever trained without the prompt that fixes its length, which "stream" packing (dLLM-Var's) does
-to every sample that straddles two rows.
+to every sample that straddles two rows. It brings a cue of its own: rows then often end exactly at an EOS, and
+a row-attention model learns to put EOS at the end of what it sees (docs/study.md).
 """
 
 from dataclasses import dataclass
@@ -99,21 +100,16 @@ def sample_attention(cfg: TrainConfig, tokens):
     return attention_mask(columns, columns, samples=sample)  # (B, 1, T, T)
 
 
-def _blocks(T: int, block: int, device):
-    return torch.arange(T, device=device) // block  # (T,) the block of each position
-
-
 def after_eos_in_block(tokens, block: int):
     """(B, T) bool: positions that come after an EOS of the same block. Under block_diffusion they belong to the
     next sample, and a sampler that finds that EOS in its block would be writing them: they are maskable even
     when they are the next sample's prompt."""
     B, T = tokens.shape
-    eos = (tokens == EOS_ID).long()
-    in_block = eos.view(B, -1, block) if T % block == 0 else None
-    if in_block is None:
+    if T % block:
         raise ValueError(f"block_diffusion needs rows made of whole blocks: block_size {T} is not a multiple of "
                          f"attn_block_size {block}")
-    seen = in_block.cumsum(dim=-1) - in_block  # EOS strictly before each position, within its block
+    eos = (tokens == EOS_ID).long().view(B, T // block, block)
+    seen = eos.cumsum(dim=-1) - eos  # EOS strictly before each position, within its block
     return (seen > 0).view(B, T)
 
 
@@ -123,7 +119,7 @@ def two_stream(ex: "Example", clean, block: int) -> "Example":
     block attends to the clean blocks up to its own (block-causal). The loss is on the noisy half only.
     (model.attention_mask's rules cannot say "its own noisy block but earlier clean ones", hence this mask.)"""
     B, T = clean.shape
-    b = _blocks(T, block, clean.device)
+    b = torch.arange(T, device=clean.device) // block  # (T,) the block of each position
     own, earlier = b[None, :] == b[:, None], b[None, :] < b[:, None]  # (T, T): key block vs query block
     noisy_queries = torch.cat([own, earlier], dim=1)  # (T, 2T)
     clean_queries = torch.cat([torch.zeros_like(own), own | earlier], dim=1)  # (T, 2T)
