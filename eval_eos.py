@@ -25,7 +25,7 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
    tokens/s here includes warm-up and is only indicative: bench_sampler.py measures speed properly.
 4. Quality: the validation NLL bound of the model's own recipe (nanodllm.training.evaluate), and, with --judge, the
    generative perplexity of the responses (and of the references, as the anchor) under a causal model. The NLL
-   covers the tokens its recipe scores (recipes.nll_bound_example): response + EOS for dllm_var, eos_random and
+   covers the tokens its recipe scores (recipes.nll_bound_examples): response + EOS for dllm_var, eos_random and
    eos_pad, every token, prompts included, for ar and pretrain. Compare it between recipes that score the same.
 
 It writes into --out_dir: results.json (everything), results.md (the tables), samples.jsonl (each prompt with its
