@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["predicted_eos_position", "true_position_rank", "eos_position_metrics", "ended_with_eos", "termination_rate",
-           "response_length", "mean_absolute_error", "mean_relative_error", "pearson", "wasserstein_1d",
-           "length_metrics", "accuracy", "repetition_rate", "generative_perplexity",
+__all__ = ["predicted_eos_position", "first_true", "true_position_rank", "eos_position_metrics", "ended_with_eos",
+           "termination_rate", "response_length", "mean_absolute_error", "mean_relative_error", "pearson",
+           "wasserstein_1d", "length_metrics", "accuracy", "repetition_rate", "generative_perplexity",
            "judge_perplexity"]
 
 
@@ -53,10 +53,14 @@ def predicted_eos_position(eos_score, eos_is_top1):
     make it the top token: then its most likely end is its guess."""
     arrays = not isinstance(eos_score, torch.Tensor)
     score, top1 = torch.as_tensor(eos_score), torch.as_tensor(eos_is_top1).bool()  # arrays become CPU tensors
-    n = top1.shape[-1]
-    first_top1 = torch.where(top1, torch.arange(n, device=top1.device), n).min(dim=-1).values
-    guess = torch.where(top1.any(dim=-1), first_top1, score.argmax(dim=-1))
+    guess = torch.where(top1.any(dim=-1), first_true(top1), score.argmax(dim=-1))
     return guess.numpy() if arrays else guess
+
+
+def first_true(flags):
+    """(N,) the first position of each row of flags (N, L) that is True; L where none is."""
+    n = flags.shape[-1]
+    return torch.where(flags, torch.arange(n, device=flags.device), n).min(dim=-1).values
 
 
 def true_position_rank(eos_prob, true_len) -> np.ndarray:

@@ -26,6 +26,7 @@ boundary; a bidirectional model is probed at several b.
 
 import torch
 
+from nanodllm.metrics import first_true
 from nanodllm.sampler import make_canvas
 
 OUTCOMES = ("true", "block_end", "other", "none")
@@ -63,9 +64,7 @@ def first_eos_in_block(model, contexts, b: int, autocast_ctx) -> list[int]:
         P += extra
     with autocast_ctx:
         logits = model(x, positions=positions, attn_mask=key_mask, logits_at=(slice(None), slice(P, P + b)))
-    is_eos = logits.argmax(dim=-1) == cfg.eos_id  # (B, b)
-    first = torch.where(is_eos, torch.arange(b, device=x.device), b).min(dim=-1).values
-    return first.tolist()
+    return first_true(logits.argmax(dim=-1) == cfg.eos_id).tolist()  # (B, b) -> (B,)
 
 
 def eos_block_probe(model, pairs, autocast_ctx, block_lengths=BLOCK_LENGTHS, batch_size: int = 16) -> dict:
