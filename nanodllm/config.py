@@ -40,7 +40,7 @@ class TrainConfig:
     data_source: str = ""  # local text file or folder to prepare from; "" = what data_dir holds, else the hub
     data_seed: int = 0  # lengthtask: the seed its examples are generated from (held-out prompts fixed across seeds)
     # the training recipe (see nanodllm/recipes.py)
-    recipe: str = "pretrain"  # pretrain | dllm_var | eos_pad | eos_random | ar | block_diffusion
+    recipe: str = "pretrain"  # pretrain | dllm_var | eos_pad | eos_random | ar | block_diffusion | block_pad
     t_min: float = 1e-3  # noise level t ~ U(t_min, t_max)
     t_max: float = 1.0  # (see t_min)
     loss_weighting: str = "elbo"  # elbo (1/t, LLaDA/MDLM) | mean (plain mean CE over masked tokens, dLLM-Var)
@@ -53,8 +53,8 @@ class TrainConfig:
     prompt_max_tokens: int = 64  # preparing data: a longer first sentence is not used as a prompt
     # model
     model: str = "tiny"  # a preset of nanodllm.model.PRESETS
-    attention: str = ""  # "" = the recipe's default (causal for ar, block_causal for block_diffusion, else bidirectional)
-    attn_block_size: int = 32  # block_diffusion / block_causal attention: tokens per block (the sampler's block)
+    attention: str = ""  # "" = the recipe's default (causal for ar, block_causal for block recipes, else bidirectional)
+    attn_block_size: int = 32  # block recipes / block_causal attention: tokens per block (the sampler's block)
     n_layer: int = 0  # 0 = the preset's value (likewise below)
     n_head: int = 0  # attention heads
     d_model: int = 0  # width

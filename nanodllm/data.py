@@ -14,6 +14,11 @@ Two layouts, the two sides of the comparison this project exists to make:
         and the DiffuGPT project's [text + EOS + PAD]. A document longer than a row is dropped or truncated
         (counted either way, never silently).
 
+`align` (block_pad) fills each document with EOS up to a multiple of `align` tokens, LLaDA's EOS padding cut
+short at the end of the sampler's block: every document then starts at a block boundary, as a prompt does when
+the block sampler decodes it, and what follows its EOS inside its block is more EOS, as a sampler that has placed
+the EOS would write.
+
 Each row comes with two masks the recipes need: `is_prompt` (the document's first sentence, when prompts are
 on: never masked, never in the loss) and `is_pad` (filler that is not part of any document).
 
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from nanodllm.prepare import PreparedSplit
-from nanodllm.tokenizer import PAD_ID
+from nanodllm.tokenizer import EOS_ID, PAD_ID
 
 LAYOUTS = ("pack", "pad")
 PACKINGS = ("stream", "best_fit")
@@ -52,18 +57,21 @@ class Batch:
 class PackedLoader:
     def __init__(self, split: PreparedSplit, batch_size: int, seq_len: int, *, layout: str = "pack",
                  packing: str = "stream", use_prompts: bool = False, fill_id: int = PAD_ID, overlong: str = "drop",
-                 seed: int = 0, shuffle: bool = True, wrap: bool = True, rank: int = 0, world_size: int = 1):
+                 align: int = 1, seed: int = 0, shuffle: bool = True, wrap: bool = True, rank: int = 0,
+                 world_size: int = 1):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if packing not in PACKINGS:
             raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
         if overlong not in ("drop", "truncate"):
             raise ValueError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
+        if align < 1 or seq_len % align:
+            raise ValueError(f"align must be a positive divisor of the row length {seq_len}, got {align}")
         if split.n_docs < world_size:
             raise ValueError(f"{split.n_docs} documents cannot be shared by {world_size} ranks")
         self.split, self.batch_size, self.seq_len = split, batch_size, seq_len
         self.layout, self.packing, self.use_prompts = layout, packing, use_prompts
-        self.fill_id, self.overlong = fill_id, overlong
+        self.fill_id, self.overlong, self.align = fill_id, overlong, align
         self.seed, self.shuffle, self.wrap, self.rank, self.world_size = seed, shuffle, wrap, rank, world_size
         # The cursor: which epoch, which of this rank's documents, which token inside it.
         self.epoch, self.index, self.offset = 0, 0, 0
@@ -95,8 +103,11 @@ class PackedLoader:
         return self._document(i)
 
     def _document(self, i: int):
-        """(tokens, prompt length) of document i."""
-        return self.split.doc(i), int(self.split.prompt_lens[i]) if self.use_prompts else 0
+        """(tokens, prompt length) of document i, filled with EOS up to a multiple of `align`."""
+        doc = self.split.doc(i)
+        if len(doc) % self.align:
+            doc = np.concatenate([doc, np.full(-len(doc) % self.align, EOS_ID, dtype=doc.dtype)])
+        return doc, int(self.split.prompt_lens[i]) if self.use_prompts else 0
 
     def _count(self, i: int):
         tokens, prompt_len = self._document(i)
@@ -142,9 +153,9 @@ class PackedLoader:
                 i = int(self._order[self.index])
                 self._count(i)
                 self._advance_document()
-                if self._fit_to_row(self.split.doc(i)) is not None:
+                if self._fit_to_row(self._document(i)[0]) is not None:
                     self.buffer.append(i)
-            lengths = [min(len(self.split.doc(i)), self.seq_len) for i in self.buffer]
+            lengths = [min(len(self._document(i)[0]), self.seq_len) for i in self.buffer]
             fitting = [j for j, n in enumerate(lengths) if n <= self.seq_len - filled]
             if not fitting:
                 break

@@ -23,6 +23,15 @@ bound. dLLM-Var instead takes the plain mean over masked tokens.
               with a KV cache of the finished ones. Nothing after the block is visible, so the end of what the
               model sees says nothing about where the answer ends; with stream packing a block holding an EOS
               goes on with the next sample, masked (always_masked), as the sampler sees the rest of its block.
+              That fixed masking is itself a cue: a block that holds an EOS has a masked run from the EOS to its
+              end whatever t, a block without one is masked token by token at rate t, so a fully masked block
+              (every block when the sampler starts it) looks like "the EOS is near its start" (docs/study.md).
+  block_pad   the same two-stream layout with no masking that depends on the content: each sample is filled
+              with EOS up to the end of its block (LLaDA's SFT padding, cut short at the sampler's block;
+              data.py's `align`), so samples start at block boundaries as prompts do when decoded, and the rest
+              of an EOS's block holds what a sampler that placed the EOS would write. Response, EOS and fill are
+              all masked at rate t, so where the masks fall says nothing about where the answer ends; the fill
+              is scored in training (the model must write it) and not in the validation bound.
 
 attention_scope="sample" is an ablation of packing, not a recipe: each token attends only to its own sample
 (prompt + response + EOS), where dLLM-Var lets it see the whole row. Under "row", the token after every EOS is
@@ -45,8 +54,9 @@ from nanodllm.data import PACKINGS, Batch
 from nanodllm.model import attention_mask
 from nanodllm.tokenizer import EOS_ID, MASK_ID, PAD_ID
 
-RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar", "block_diffusion")
+RECIPES = ("pretrain", "dllm_var", "eos_pad", "eos_random", "ar", "block_diffusion", "block_pad")
 FIXED_EOS = ("dllm_var", "block_diffusion")  # the recipes that always mask EOS
+BLOCK_RECIPES = ("block_diffusion", "block_pad")  # block-causal, trained on two streams
 
 
 def loader_options(cfg: TrainConfig) -> dict:
@@ -57,7 +67,7 @@ def loader_options(cfg: TrainConfig) -> dict:
         raise ValueError(f"pad_token must be 'eos' or 'pad', got {cfg.pad_token!r}")
     if cfg.attention_scope not in ("row", "sample"):
         raise ValueError(f"attention_scope must be 'row' or 'sample', got {cfg.attention_scope!r}")
-    if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar", "block_diffusion"):
+    if cfg.attention_scope == "sample" and cfg.recipe in ("eos_pad", "ar", *BLOCK_RECIPES):
         raise ValueError("attention_scope='sample' is for the packed diffusion recipes (pretrain, dllm_var, "
                          f"eos_random), not {cfg.recipe!r}")
     if not 0 < cfg.t_min <= cfg.t_max <= 1:
@@ -66,16 +76,19 @@ def loader_options(cfg: TrainConfig) -> dict:
         raise ValueError(f"pad_masked_perc is a share of the masked tokens, below 1; got {cfg.pad_masked_perc}")
     if cfg.packing not in PACKINGS:
         raise ValueError(f"packing must be one of {PACKINGS}, got {cfg.packing!r}")
+    if cfg.recipe in BLOCK_RECIPES and cfg.block_size % cfg.attn_block_size:
+        raise ValueError(f"{cfg.recipe} needs rows made of whole blocks: block_size {cfg.block_size} is not a "
+                         f"multiple of attn_block_size {cfg.attn_block_size}")
     if cfg.recipe == "eos_pad":
         return dict(layout="pad", use_prompts=True, fill_id=EOS_ID if cfg.pad_token == "eos" else PAD_ID,
                     overlong=cfg.overlong)
-    return dict(layout="pack", packing=cfg.packing, use_prompts=cfg.recipe in ("dllm_var", "eos_random",
-                                                                               "block_diffusion"),
-                fill_id=PAD_ID, overlong=cfg.overlong)
+    prompts = cfg.recipe in ("dllm_var", "eos_random", *BLOCK_RECIPES)
+    return dict(layout="pack", packing=cfg.packing, use_prompts=prompts, fill_id=PAD_ID,
+                overlong=cfg.overlong, align=cfg.attn_block_size if cfg.recipe == "block_pad" else 1)
 
 
 def default_attention(recipe: str) -> str:
-    return {"ar": "causal", "block_diffusion": "block_causal"}.get(recipe, "bidirectional")
+    return "causal" if recipe == "ar" else "block_causal" if recipe in BLOCK_RECIPES else "bidirectional"
 
 
 @dataclass
@@ -111,6 +124,12 @@ def after_eos_in_block(tokens, block: int):
     eos = (tokens == EOS_ID).long().view(B, T // block, block)
     seen = eos.cumsum(dim=-1) - eos  # EOS strictly before each position, within its block
     return (seen > 0).view(B, T)
+
+
+def block_fill(tokens):
+    """(B, T) bool: block_pad's fill, the EOS tokens that follow an EOS (the sample's own EOS is the first)."""
+    eos = tokens == EOS_ID
+    return eos & F.pad(eos[:, :-1], (1, 0), value=False)
 
 
 def two_stream(ex: "Example", clean, block: int) -> "Example":
@@ -224,8 +243,8 @@ def make_example(cfg: TrainConfig, batch: Batch, step: int | None, generator, t=
 
 
 def _layout(cfg: TrainConfig, ex: Example, tokens) -> Example:
-    """The example as the model is fed: two streams under block_diffusion, else as it is."""
-    return two_stream(ex, tokens, cfg.attn_block_size) if cfg.recipe == "block_diffusion" else ex
+    """The example as the model is fed: two streams under the block recipes, else as it is."""
+    return two_stream(ex, tokens, cfg.attn_block_size) if cfg.recipe in BLOCK_RECIPES else ex
 
 
 def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example]:
@@ -241,10 +260,13 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
     EOS masked. That is masked diffusion with a schedule of its own for EOS (masked at once, revealed last), and
     the ELBO of such a schedule has two parts: every other text token at noise t with the EOS masked, and the
     EOS itself given everything else (the last step of decoding), a second pass with weight 1. block_diffusion
-    likewise, with what always_masked hides along with the EOS."""
+    likewise, with what always_masked hides along with the EOS. block_pad's fill is masked as in training but
+    not scored: it is not part of the text."""
     if cfg.recipe == "ar":
         return [make_example(cfg, batch, None, None)]
     text = ~batch.is_prompt & ~batch.is_pad
+    if cfg.recipe == "block_pad":
+        text &= ~block_fill(batch.tokens)
     force_eos = cfg.recipe in FIXED_EOS
     maskable, masked, inverse_rate = diffusion_masks(cfg, batch, t, None, noise, force_eos=force_eos)
     attention = sample_attention(cfg, batch.tokens)

@@ -141,3 +141,36 @@ def test_bad_arguments(tiny_data):
         PackedLoader(split, 1, 8, packing="tetris")
     with pytest.raises(ValueError, match="cannot be shared"):
         PackedLoader(split, 1, 8, world_size=split.n_docs + 1)
+
+
+def aligned(doc, align):
+    return list(doc) + [EOS_ID] * (-len(doc) % align)
+
+
+@pytest.mark.parametrize("packing", ["stream", "best_fit"])
+def test_align_fills_each_document_with_eos_to_a_block_boundary(tiny_data, packing):
+    """block_pad's layout: every document starts at a multiple of `align`, and what follows its EOS up to there
+    is more EOS; nothing else changes (stream keeps the documents in order, best_fit keeps them whole)."""
+    split = load_split(tiny_data, "train")
+    align = 8
+    seq_len = -(-int(np.diff(split.offsets).max()) // align) * align  # every document fits in a row
+    loader = PackedLoader(split, batch_size=2, seq_len=seq_len, packing=packing, use_prompts=True, align=align,
+                          shuffle=False, wrap=False)
+    batches = list(loader)
+    tokens = torch.cat([b.tokens for b in batches])
+    is_pad = torch.cat([b.is_pad for b in batches])
+    docs = [aligned(split.doc(i), align) for i in range(split.n_docs)]
+    if packing == "stream":
+        assert tokens[~is_pad].tolist() == [x for d in docs for x in d]
+        return
+    found = []
+    for row, pad in zip(tokens.tolist(), is_pad):
+        end = int((~pad).sum())
+        assert end % align == 0 and pad[end:].all()  # padding fills whole blocks at the row's end
+        while row[:end]:
+            n = -(-(row.index(EOS_ID) + 1) // align) * align  # a document and its fill
+            found.append(row[:n])
+            row, end = row[n:], end - n
+    assert sorted(found) == sorted(docs)
+    with pytest.raises(ValueError, match="align"):
+        PackedLoader(split, batch_size=2, seq_len=60, align=8)

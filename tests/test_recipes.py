@@ -269,13 +269,49 @@ def test_block_diffusion_masks_attention_and_loss_on_a_hand_built_row():
     assert low.loss_mask[0, :16].nonzero().flatten().tolist() == [5, 6, 7, 10, 11]
 
 
-def test_block_diffusion_training_row_gives_the_cached_samplers_logits():
+def block_pad_row(eos_at=5):
+    """block_pad's row of 16 tokens in blocks of 4, as the loader lays it out (align=4): each sample filled with
+    EOS to its block's end. [p p r r | r EOS fill fill | p' r' EOS fill | p'' p'' r'' r''] by default."""
+    tokens = torch.tensor([[11, 12, 13, 14, 15, EOS_ID, EOS_ID, EOS_ID, 21, 22, EOS_ID, EOS_ID, 31, 32, 33, 34]])
+    tokens[0, eos_at:8] = EOS_ID
+    is_prompt = torch.zeros_like(tokens, dtype=torch.bool)
+    is_prompt[0, [0, 1, 8, 12, 13]] = True
+    return Batch(tokens, is_prompt, torch.zeros_like(is_prompt))
+
+
+def test_block_pad_masks_by_noise_alone_and_scores_the_fill_in_training_only():
+    c = cfg(recipe="block_pad", attn_block_size=4, block_size=16)
+    assert recipes.loader_options(c)["align"] == 4 and recipes.default_attention("block_pad") == "block_causal"
+    noise = torch.rand(1, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.5])
+    masks = []
+    for eos_at in (3, 5, 7):  # the answer ends at different places: the masks must not say where
+        batch = block_pad_row(eos_at)
+        ex = recipes.make_example(c, batch, 0, None, t=t, noise=noise)
+        masked = ex.loss_mask[0, :16]
+        assert torch.equal(masked, (noise[0] < 0.5) & ~batch.is_prompt[0])  # no fixed masking of EOS or fill
+        assert torch.equal(ex.inputs[0, 16:], batch.tokens[0]) and ex.attn_mask.shape == (1, 1, 32, 32)
+        masks.append(masked)
+    assert all(torch.equal(m, masks[0]) for m in masks)
+    full = recipes.make_example(c, block_pad_row(), 0, None, t=torch.tensor([0.999]), noise=torch.full((1, 16), .5))
+    assert full.loss_mask[0, :16].nonzero().flatten().tolist() == [2, 3, 4, 5, 6, 7, 9, 10, 11, 14, 15]
+    assert (full.targets[0, [5, 6, 7, 10, 11]] == EOS_ID).all()  # the fill is written, as EOS
+    # Validation: the fill is masked as in training but not part of the text the bound scores.
+    [bound] = recipes.nll_bound_examples(c, block_pad_row(), torch.tensor([0.999]), torch.full((1, 16), .5))
+    assert bound.loss_mask[0, :16].nonzero().flatten().tolist() == [2, 3, 4, 5, 9, 10, 14, 15]
+    assert bound.normalizer == 8 and (bound.inputs[0, [6, 7, 11]] == MASK_ID).all()
+    with pytest.raises(ValueError, match="whole blocks"):
+        recipes.loader_options(cfg(recipe="block_pad", attn_block_size=32, block_size=100))
+
+
+@pytest.mark.parametrize("recipe, row", [("block_diffusion", block_row), ("block_pad", block_pad_row)])
+def test_block_recipes_training_row_gives_the_cached_samplers_logits(recipe, row):
     """The noisy block's logits in the two-stream training row equal those of the decoding pass that sees the
-    clean blocks before it through the KV cache: what makes the block sampler's cache exact for this recipe."""
+    clean blocks before it through the KV cache: what makes the block sampler's cache exact for these recipes."""
     from nanodllm.model import KVCache
-    c = cfg(recipe="block_diffusion", attn_block_size=4)
+    c = cfg(recipe=recipe, attn_block_size=4, block_size=16)
     model = tiny_model(attention="block_causal", attn_block_size=4).eval()
-    batch = block_row()
+    batch = row()
     ex = recipes.make_example(c, batch, 0, None, t=torch.tensor([0.6]), noise=torch.rand(1, 16))
     with torch.no_grad():
         training = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask)[0, :16]  # (16, V)
