@@ -11,14 +11,15 @@ the baseline run the same way. For each sampler and batch size it reports
     tokens/s          generated tokens up to and including EOS (never the prompt, never positions after EOS:
                       counting those, as dLLM-Var's own metric does, flatters a sampler with a fixed canvas)
                       divided by wall time;
-    NFE/token         forward passes per generated token, per sequence (see GenerationStats);
+    tokens/pass       generated tokens per forward pass, per sequence (1 / NFE per token, see GenerationStats);
     mean length       generated tokens per row;
     termination rate  share of rows that ended with EOS before the length cap;
     s/prompt          wall time per prompt, and the end-to-end speed-up it gives over LLaDA's vanilla sampler
                       (dLLM-Var's 30x claim) and over the autoregressive baseline, both run the same way;
     quality           the generative perplexity of the responses under the autoregressive baseline as judge
                       (lower = text the judge finds more likely; the AR rows are the judge's own greedy output,
-                      so theirs is flattered) and their 4-gram repetition rate (1 - distinct / total 4-grams).
+                      so theirs is flattered) and their 4-gram repetition rate (1 - distinct / total 4-grams);
+                      on the length suite also exact match, scored as eval_eos scores it.
 The block sampler's speed comes from committing every position above --thresholds at once, and a lower threshold
 commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off.
 Warm-up is excluded: each eager (sampler, batch size) first runs once on a short generation, so CUDA kernels,
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm import metrics
+from nanodllm import evaluation, metrics
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, generate, knobs
 from nanodllm.system import Dist, autocast, pick_device
@@ -116,13 +117,15 @@ def parse_args(argv=None):
     return args
 
 
-def load_prompts(args) -> list[list[int]]:
+def load_prompts(args) -> list[tuple[list[int], list[int] | None]]:
+    """(prompt, reference response) pairs: the dataset's (what quality is scored against), or --prompt_file's
+    lines with no reference."""
     if args.prompt_file:
         path = Path(args.prompt_file)
         if not path.is_file():
             fail(f"--prompt_file {path} does not exist")
         tok = get_tokenizer()
-        prompts = [tok.encode(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        pairs = [(tok.encode(line), None) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         try:
             from nanodllm.prepare import load_split
@@ -130,10 +133,10 @@ def load_prompts(args) -> list[list[int]]:
         except (FileNotFoundError, ValueError) as e:
             fail(f"cannot read prompts from {args.data_dir} ({e}); prepare the data (python "
                  f"data/tinystories/prepare.py) or pass --prompt_file")
-        prompts = [prompt for prompt, _ in split.prompt_pairs(args.n_prompts)]
-    if not prompts:
+        pairs = split.prompt_pairs(args.n_prompts)
+    if not pairs:
         fail("no prompts found: pass a --prompt_file with at least one non-empty line")
-    return prompts[:args.n_prompts]
+    return pairs[:args.n_prompts]
 
 
 def load(path, device, max_seq_len):
@@ -160,10 +163,12 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
     return generate("ar", model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens, **common)
 
 
-def bench(name, model, prompts, batch_size, args, device, dtype, threshold=None):
-    """-> (prompts, completions, stats) of sampler `name` over all prompts in batches of batch_size."""
-    if len(prompts) < batch_size:  # too few prompts for one full batch: repeat them
-        prompts = (prompts * math.ceil(batch_size / len(prompts)))[:batch_size]
+def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
+    """-> (pairs, completions, stats) of sampler `name` over all (prompt, reference) pairs in batches of
+    batch_size."""
+    if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
+        pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
+    prompts = [p for p, _ in pairs]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     completions, parts = [], []
     graphed = name.endswith("_graphs")
@@ -174,16 +179,22 @@ def bench(name, model, prompts, batch_size, args, device, dtype, threshold=None)
             out, stats = run_sampler(name, model, b, args, threshold)
             completions += out
             parts.append(stats)
-    return prompts, completions, GenerationStats.combine(parts)
+    return pairs, completions, GenerationStats.combine(parts)
 
 
-def quality(judge, prompts, completions, eos_id, device, dtype) -> dict:
-    """Judge perplexity (None without a judge) and 4-gram repetition of the responses (completions minus EOS)."""
-    responses = [c[:metrics.response_length(c, eos_id)] for c in completions]
-    ppl = None
-    if judge is not None:
-        ppl = metrics.judge_perplexity(judge, prompts, responses, autocast_ctx=autocast(device, dtype))["ppl"]
-    return dict(judge_ppl=ppl, repetition=metrics.repetition_rate(responses))
+def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
+    """Judge perplexity (None without a judge), 4-gram repetition and, on the length suite, exact match and exact
+    length: eval_eos's scoring (evaluation.score_responses). Without references (--prompt_file) only the first
+    two."""
+    if any(r is None for _, r in pairs):
+        eos = get_tokenizer().eos_id
+        responses = [c[:metrics.response_length(c, eos)] for c in completions]
+        ppl = None if judge is None else metrics.judge_perplexity(
+            judge, [p for p, _ in pairs], responses, autocast_ctx=autocast(device, dtype))["ppl"]
+        return dict(judge_ppl=ppl, repetition=metrics.repetition_rate(responses), exact_match=None)
+    scores, _ = evaluation.score_responses(completions, pairs, dataset, judge, 16, autocast(device, dtype))
+    return dict(judge_ppl=scores["gen_ppl"], repetition=scores["repetition"], exact_match=scores["exact_match"],
+                exact_length=scores["exact_length"])
 
 
 def check_fits(name, model, prompts, args):
@@ -209,14 +220,14 @@ def add_speedups(rows, batch_size):
 
 
 def markdown(rows) -> str:
-    lines = ["| sampler | batch | tokens/s | NFE/token | mean length | terminated | judge ppl | rep-4 | s/prompt | "
-             "time vs LLaDA | tokens/s vs AR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sampler | batch | tokens/s | tokens/pass | mean length | terminated | exact match | judge ppl | rep-4 | "
+             "s/prompt | time vs LLaDA | tokens/s vs AR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     x = lambda v: f"{v:.1f}x" if v else "-"
-    ppl = lambda v: f"{v:.1f}" if v is not None else "-"
+    num = lambda v, fmt: format(v, fmt) if v is not None else "-"
     for r in rows:
-        lines.append(f"| {r['label']} | {r['batch_size']} | {r['tokens_per_s']:.1f} | {r['nfe_per_token']:.3f} | "
-                     f"{r['mean_length']:.1f} | {r['termination_rate']:.0%} | {ppl(r['judge_ppl'])} | "
-                     f"{r['repetition']:.2f} | {r['s_per_prompt']:.3f} | "
+        lines.append(f"| {r['label']} | {r['batch_size']} | {r['tokens_per_s']:.1f} | {1 / r['nfe_per_token']:.2f} | "
+                     f"{r['mean_length']:.1f} | {r['termination_rate']:.0%} | {num(r['exact_match'], '.0%')} | "
+                     f"{num(r['judge_ppl'], '.1f')} | {r['repetition']:.2f} | {r['s_per_prompt']:.3f} | "
                      f"{x(r['time_speedup_vs_llada'])} | {x(r['tokens_per_s_vs_ar'])} |")
     return "\n".join(lines)
 
@@ -229,7 +240,8 @@ def main(argv=None):
         fail(str(e))
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     torch.manual_seed(args.seed)
-    prompts = load_prompts(args)
+    pairs = load_prompts(args)
+    prompts = [p for p, _ in pairs]
     models = {}
     # RoPE tables long enough for the longest prompt plus the longest canvas, even past the training length
     needed = max(len(p) for p in prompts) + max(args.max_new_tokens, args.llada_gen_length)
@@ -253,7 +265,7 @@ def main(argv=None):
     rows = []
     for batch_size in args.batch_sizes:
         for name in args.samplers:
-            use = prompts[:args.llada_prompts] if name.startswith("llada") and args.llada_prompts else prompts
+            use = pairs[:args.llada_prompts] if name.startswith("llada") and args.llada_prompts else pairs
             for threshold in args.thresholds if name.startswith("block") else [None]:
                 label = LABELS[name] + (f", threshold {threshold}" if len(args.thresholds) > 1 and threshold
                                         is not None else "")
@@ -263,7 +275,7 @@ def main(argv=None):
                 row = dict(sampler=name, label=label, threshold=threshold, batch_size=batch_size,
                            n_prompts=len(stats.tokens), s_per_prompt=stats.seconds / len(stats.tokens),
                            **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")},
-                           **quality(ar, used, completions, diffusion.config.eos_id, device, dtype))
+                           **quality(ar, used, completions, info.get("train", {}).get("dataset"), device, dtype))
                 rows.append(row)
                 print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
         add_speedups(rows, batch_size)

@@ -118,3 +118,28 @@ def test_graphed_samplers_record_every_batch_untimed_first(checkpoints, tiny_dat
     assert calls == [("block", 2, True), ("block", 2, False), ("block", 1, False),
                      ("block_graphs", 2, False), ("block_graphs", 1, False),  # untimed: records
                      ("block_graphs", 2, False), ("block_graphs", 1, False)]  # timed: replays
+
+
+def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
+    """On the length suite every row gets eval_eos's exact match against its reference, also when prompts are
+    repeated to fill a batch: a sampler that writes the references scores 100%, one that drops a token 0%."""
+    from nanodllm.prepare import load_split
+    from nanodllm.sampler_stats import GenerationStats
+    from nanodllm.tasks import ensure_task_data
+    from nanodllm.tokenizer import EOS_ID
+    data = ensure_task_data(tmp_path / "lengthtask", seed=0, n_train=10, n_val=8)
+    cfg = TrainConfig(recipe="dllm_var", **{**TINY, "dataset": "lengthtask", "block_size": 256})
+    save_checkpoint(tmp_path / "ckpt", 1, build_model(cfg), config_to_dict(cfg), {})
+    answers = {tuple(p): r for p, r in load_split(data, "val").prompt_pairs(3)}
+    for cut, expected in ((0, 1.0), (1, 0.0)):
+        def write_references(name, model, prompts, args, threshold=None, warmup=False):
+            out = [answers[tuple(p)][cut:] + [EOS_ID] for p in prompts]
+            return out, GenerationStats.of(out, EOS_ID, nfe=1, row_nfe=len(out), seconds=0.01)
+        monkeypatch.setattr(bench_sampler, "run_sampler", write_references)
+        out = tmp_path / f"bench{cut}.json"
+        bench_sampler.main(["--init_from", str(tmp_path / "ckpt"), "--data_dir", str(data), "--n_prompts", "3",
+                            "--batch_sizes", "1,4", "--samplers", "block", "--max_new_tokens", "64",
+                            "--device", "cpu", "--out", str(out)])
+        r = json.loads(out.read_text())
+        assert [row["exact_match"] for row in r["results"]] == [expected, expected]
+        assert "exact match" in r["table"]
