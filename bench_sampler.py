@@ -21,8 +21,11 @@ the baseline run the same way. For each sampler and batch size it reports
                       so theirs is flattered) and their 4-gram repetition rate (1 - distinct / total 4-grams).
 The block sampler's speed comes from committing every position above --thresholds at once, and a lower threshold
 commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off.
-Warm-up is excluded: each (sampler, batch size) first runs once on a short generation, so CUDA kernels, cuBLAS
-handles and the caching allocator are ready. Each timed call synchronises CUDA before and after.
+Warm-up is excluded: each eager (sampler, batch size) first runs once on a short generation, so CUDA kernels,
+cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
+that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
+(the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
+Each timed call synchronises CUDA before and after.
 
 The vanilla sampler is the slow one by design (gen_length forward passes over the whole canvas per prompt);
 --llada_prompts runs it on fewer prompts when time is short.
@@ -163,8 +166,10 @@ def bench(name, model, prompts, batch_size, args, device, dtype, threshold=None)
         prompts = (prompts * math.ceil(batch_size / len(prompts)))[:batch_size]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     completions, parts = [], []
+    graphed = name.endswith("_graphs")
     with autocast(device, dtype):
-        run_sampler(name, model, batches[0], args, threshold, warmup=True)
+        for b in batches if graphed else batches[:1]:  # graphs: record every shape the timed calls will replay
+            run_sampler(name, model, b, args, threshold, warmup=not graphed)
         for b in batches:
             out, stats = run_sampler(name, model, b, args, threshold)
             completions += out

@@ -13,6 +13,11 @@ The price is that a replay repeats the recording exactly: same shapes, same memo
   - writes its new keys/values at columns named by a tensor (`write_at`), not by the cache's Python-int
     length, which the recording would freeze.
 One graph is recorded per input shape, the first time it is seen; a recording costs about two eager passes.
+The recordings outlive a sampler call: they are kept with the model (`recordings`), one GraphedForward per KV
+cache shape, so a second call with the same shapes records nothing and only replays. A benchmark can then time
+the replays alone, after one untimed call that records (bench_sampler.py does). Since a graph also froze the
+KV cache's memory, a later call's cache adopts the buffers the graphs were recorded with: one decoding at a time
+per model and cache shape, which is how the samplers run.
 
 DecodingStep is what the samplers call at every step: it builds the pass's inputs, eager or fixed-shape, with
 the model's one mask builder (model.attention_mask). GraphedForward records and replays. On the CPU there are no
@@ -48,7 +53,7 @@ class DecodingStep:
 
     def __init__(self, model, kv_cache=None, segments=None, graphs=False):
         self.model, self.kv_cache, self.segments = model, kv_cache, segments
-        self.graphed = GraphedForward(model, kv_cache) if graphs else None
+        self.graphed = recordings(model, kv_cache) if graphs else None
 
     def __call__(self, x, key_mask, positions, a: int, end: int, logits_at):
         kv = self.kv_cache
@@ -83,6 +88,30 @@ class DecodingStep:
                             write_at=columns[a:end], logits_at=logits_at)
 
 
+def recordings(model, kv_cache=None) -> "GraphedForward":
+    """The GraphedForward that holds `model`'s recordings for this KV cache's shape (or for passes without a
+    cache), made on first use and kept on the model, so that later sampler calls replay what earlier ones
+    recorded. A recording reads the weights at their addresses: the key holds them, so weights that were moved
+    or replaced get new recordings. kv_cache then adopts the buffers the recordings write to and read from."""
+    store = model.__dict__.setdefault("_decoding_recordings", {})  # a plain attribute: not a buffer, not saved
+    key = recording_key(model, kv_cache)
+    if key not in store:
+        store[key] = GraphedForward(model, kv_cache)
+    graphed = store[key]
+    if kv_cache is not None:
+        kv_cache.k, kv_cache.v = graphed.kv_cache.k, graphed.kv_cache.v  # the memory the graphs froze
+        graphed.kv_cache = kv_cache  # its length is this call's
+    return graphed
+
+
+def recording_key(model, kv_cache=None) -> tuple:
+    """What a recording depends on besides its inputs' shapes: where the weights live, and the KV cache's shape
+    and dtype (None without a cache)."""
+    weights = tuple(p.data_ptr() for p in model.parameters())
+    cache = None if kv_cache is None else (tuple(kv_cache.k.shape), kv_cache.k.dtype)
+    return weights, cache
+
+
 class GraphedForward:
     """model.forward for inputs of fixed shapes, recorded as a CUDA graph per shape and replayed.
 
@@ -102,7 +131,7 @@ class GraphedForward:
         inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, write_at=write_at)
         if not self.record:
             return self._forward(inputs, logits_at)
-        key = (repr(logits_at),) + tuple((name, tuple(t.shape)) for name, t in inputs.items() if t is not None)
+        key = self.shapes_key(inputs, logits_at)
         if key not in self.graphs:
             self.graphs[key] = self._record(inputs, logits_at)
         buffers, logits, graph = self.graphs[key]
@@ -111,6 +140,14 @@ class GraphedForward:
                 buffers[name].copy_(t)
         graph.replay()
         return logits
+
+    @staticmethod
+    def shapes_key(inputs: dict, logits_at) -> tuple:
+        """One recording per: where the logits are read (a tuple of slices, fixed per block), the autocast dtype,
+        and every input's shape and dtype (an input that is None was None at the recording too)."""
+        autocast = torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda")
+        return (repr(logits_at), autocast) + tuple((name, tuple(t.shape), t.dtype) for name, t in inputs.items()
+                                                    if t is not None)
 
     def _forward(self, inputs, logits_at):
         return self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],

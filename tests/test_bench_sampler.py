@@ -98,3 +98,23 @@ def test_a_command_that_cannot_run_says_what_to_do_in_one_line(checkpoints, tiny
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert message.replace("ABSENT", names["ABSENT"]) in err
+
+
+def test_graphed_samplers_record_every_batch_untimed_first(checkpoints, tiny_data, tmp_path, monkeypatch):
+    """A graphed sampler first runs every batch in full (the call that records its graphs), then the timed calls
+    (which replay them); an eager one warms up once, on a short generation of its first batch."""
+    calls = []
+    run = bench_sampler.run_sampler
+
+    def logged(name, model, prompts, args, threshold=None, warmup=False):
+        calls.append((name, len(prompts), warmup))
+        return run(name, model, prompts, args, threshold, warmup)
+
+    monkeypatch.setattr(bench_sampler, "run_sampler", logged)
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
+                        "--n_prompts", "3", "--batch_sizes", "2", "--samplers", "block,block_graphs",
+                        "--block_size", "8", "--max_new_tokens", "16", "--device", "cpu", "--out",
+                        str(tmp_path / "bench.json")])
+    assert calls == [("block", 2, True), ("block", 2, False), ("block", 1, False),
+                     ("block_graphs", 2, False), ("block_graphs", 1, False),  # untimed: records
+                     ("block_graphs", 2, False), ("block_graphs", 1, False)]  # timed: replays

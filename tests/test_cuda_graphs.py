@@ -8,7 +8,8 @@ same passes are recorded as graphs and replayed; that test skips without CUDA.
 import pytest
 import torch
 
-from nanodllm.cuda_graphs import GraphedForward
+from nanodllm.cuda_graphs import GraphedForward, recordings
+from nanodllm.model import KVCache
 from nanodllm.sampler import autoregressive_generate, block_diffusion_generate, llada_generate
 from tests.test_sampler import EOS, PROMPTS, assert_clean, no_eos, tiny_model, wrap_forward
 
@@ -64,6 +65,65 @@ def test_fixed_shapes_need_the_cache():
         block_diffusion_generate(tiny_model(), PROMPTS, cache=False, cuda_graphs=True)
     with pytest.raises(ValueError, match="cache"):
         autoregressive_generate(tiny_model("causal"), PROMPTS, max_new_tokens=4, cache=False, cuda_graphs=True)
+
+
+def test_recordings_are_kept_per_model_and_cache_shape():
+    """A later sampler call finds the earlier call's GraphedForward (and its recordings) when the weights and the
+    KV cache's shape are the same, and its cache adopts the buffers the recordings froze; another shape, another
+    model or moved weights get their own."""
+    model, other = tiny_model(), tiny_model()
+    first, second = KVCache.for_model(model, 2, 40), KVCache.for_model(model, 2, 40)
+    graphed = recordings(model, first)
+    assert recordings(model, second) is graphed and graphed.kv_cache is second
+    assert second.k is first.k and second.v is first.v
+    assert recordings(model, KVCache.for_model(model, 3, 40)) is not graphed  # another batch size
+    assert recordings(model) is recordings(model) is not graphed  # passes without a cache
+    assert recordings(other, KVCache.for_model(other, 2, 40)) is not graphed
+    model.double()  # new weight tensors: recordings of the old addresses would read freed memory
+    assert recordings(model, KVCache.for_model(model, 2, 40)) is not graphed
+
+
+def test_a_recording_per_logits_block_and_input_shape():
+    x = torch.zeros(2, 8, dtype=torch.long)
+    inputs = dict(idx=x, positions=None, attn_mask=torch.ones(2, 1, 8, 8, dtype=torch.bool), write_at=None)
+    key = GraphedForward.shapes_key
+    block = (slice(None), slice(0, 4))
+    assert key(inputs, block) == key(dict(inputs, idx=x + 1), (slice(None), slice(0, 4)))  # values do not count
+    assert key(inputs, block) != key(inputs, (slice(None), slice(4, 8)))  # LLaDA's blocks: one recording each
+    assert key(inputs, block) != key(dict(inputs, idx=x[:1]), block)
+    assert key(inputs, block) != key(dict(inputs, positions=torch.zeros(2, 8, dtype=torch.long)), block)
+
+
+def test_a_second_fixed_shape_call_reuses_the_first_ones_cache_and_gives_its_tokens():
+    model = model_on("cpu", "bidirectional")
+    wrap_forward(model, eos_at_12)
+    runs = [block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44, cuda_graphs=True)
+            for _ in range(2)]
+    assert runs[0][0] == runs[1][0] and len(model._decoding_recordings) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
+    """What bench_sampler times: a call that replays only. Every graphed sampler, alike."""
+    recorded = []
+    record = GraphedForward._record
+    monkeypatch.setattr(GraphedForward, "_record",
+                        lambda self, inputs, at: recorded.append(inputs["idx"].shape) or record(self, inputs, at))
+    causal, model = model_on("cuda", "causal", sharpen=1.0), model_on("cuda", "bidirectional")
+    wrap_forward(causal, eos_at_12)
+    wrap_forward(model, eos_at_12)
+    calls = [lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
+                                              cuda_graphs=True),
+             lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
+             lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+    for call in calls:
+        recorded.clear()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            first = call()
+            n = len(recorded)
+            second = call()
+        assert n > 0 and len(recorded) == n  # the second call only replayed
+        assert second[0] == first[0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
