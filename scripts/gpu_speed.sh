@@ -47,7 +47,10 @@ nanogpt_dirs() {  # nanoGPT as published (causal) and with its one attention cal
 
 run_nanogpt() {  # $1 causal|bidirectional
   local dir=$NANOGPT; [ "$1" = bidirectional ] && dir=$OUT/nanogpt_bidirectional
-  (cd "$dir" && timeout 300 python bench.py --batch_size=32 --real_data=False) > "$OUT/nanogpt_$1.log" 2>&1
+  # its bench.py as it is, plus one line after it: the peak memory, which it does not print itself
+  (cd "$dir" && timeout 300 python -c "import runpy, torch; runpy.run_path('bench.py', run_name='__main__'); \
+print(f'peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB')" --batch_size=32 --real_data=False) \
+    > "$OUT/nanogpt_$1.log" 2>&1
 }
 
 if [[ " $STAGES " == *" bench "* ]]; then
@@ -95,8 +98,10 @@ out = Path(sys.argv[1])
 summary = {"nanogpt": {}, "bench": {}, "train": {}}
 for kind in ("causal", "bidirectional"):
     log = out / f"nanogpt_{kind}.log"
-    m = re.search(r"time per iteration: ([\d.]+)ms", log.read_text()) if log.exists() else None
-    summary["nanogpt"][kind] = dict(ms_per_step=float(m[1]), tokens_per_s=32 * 1024 / float(m[1]) * 1000) if m else None
+    text = log.read_text() if log.exists() else ""
+    m, mem = re.search(r"time per iteration: ([\d.]+)ms", text), re.search(r"peak memory: ([\d.]+) GiB", text)
+    summary["nanogpt"][kind] = dict(ms_per_step=float(m[1]), tokens_per_s=32 * 1024 / float(m[1]) * 1000,
+                                    peak_memory_gib=float(mem[1]) if mem else None) if m else None
 for path in sorted(out.glob("bench_*.json")):
     summary["bench"][path.stem[6:]] = json.loads(path.read_text().splitlines()[-1])
 for path in sorted(out.glob("train_*/log.jsonl")):
@@ -106,7 +111,8 @@ bidir = (summary["nanogpt"].get("bidirectional") or {}).get("tokens_per_s")
 lines = ["| run | tokens/s | vs nanoGPT bidirectional | ms/step | MFU | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
 for kind, r in summary["nanogpt"].items():
     if r:
-        lines.append(f"| nanoGPT {kind} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / bidir:.2f}x | {r['ms_per_step']:.1f} | - | - |")
+        lines.append(f"| nanoGPT {kind} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / bidir:.2f}x | "
+                     f"{r['ms_per_step']:.1f} | - | {r['peak_memory_gib'] or 0:.1f} |")
 for name, r in summary["bench"].items():
     ratio = f"{r['tokens_per_s'] / bidir:.2f}x" if bidir else "-"
     lines.append(f"| ours, {name} | {r['tokens_per_s']:,} | {ratio} | {r['ms_per_step']:.1f} | {r['mfu'] or 0:.1%} | "
