@@ -14,8 +14,9 @@
 #   train_<gather>/log.jsonl, train_<gather>.log     the same-seed trainings (length suite, gpt2 preset, 200 steps)
 #   summary.json, summary.md                         every number above side by side, and the ratios
 #   timings.txt                                      wall seconds of each stage
-# Budget: about 6 minutes on one H200 (a parallel compile wave fills the compile caches, then the timed runs go
-# one at a time, alone on the GPU; then the trainings, side by side).
+# Budget: about 6-7 minutes on one H200, estimated, not yet measured (a compile wave, 3 processes at a time, fills
+# Inductor's caches while the trainings run beside it; then the timed runs, one at a time, alone on the GPU).
+# Each stage alone: `bench` about 5-6 minutes, `train` about 2.
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu_speed.sh OUT [bench] [train]}
 shift
@@ -53,32 +54,9 @@ print(f'peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB')" --ba
     > "$OUT/nanogpt_$1.log" 2>&1
 }
 
-if [[ " $STAGES " == *" bench "* ]]; then
-  [ -f "$NANOGPT/bench.py" ] || { echo "error: $NANOGPT/bench.py missing: carry .device/nanogpt"; exit 1; }
-  nanogpt_dirs
-  # 1. the compile wave: every variant once, 4 at a time, untimed, so that the timed runs below find Inductor's
-  #    caches warm (their own warm-up steps still exclude whatever compiling is left)
-  run_nanogpt causal &  # nanoGPT's compiles too; its timed runs come below
-  run_nanogpt bidirectional &
-  running=2
-  for name in $ORDER; do
-    timeout 400 python bench.py ${VARIANTS[$name]} --steps=1 --warmup=2 > "$OUT/compile_$name.log" 2>&1 &
-    running=$((running + 1))
-    if [ $running -ge 4 ]; then wait -n; running=$((running - 1)); fi
-  done
-  wait
-  stamp "compile wave"
-  # 2. the timed runs, one at a time
-  run_nanogpt causal; stamp "nanogpt causal"
-  run_nanogpt bidirectional; stamp "nanogpt bidirectional"
-  for name in $ORDER; do
-    timeout 240 python bench.py ${VARIANTS[$name]} $STEPS --json="$OUT/bench_$name.json" > "$OUT/bench_$name.log" 2>&1
-    stamp "bench $name"
-  done
-fi
-
 if [[ " $STAGES " == *" train "* ]]; then
-  # 3. same seed, same data, each loss_gather: the validation NLL must agree within bf16 noise
+  # same seed, same data, each loss_gather: the validation NLL must agree within bf16 noise. Their speed does not
+  # matter, so they share the GPU with the compile wave below; the timed runs wait for them.
   python -c "from nanodllm.config import TrainConfig; from nanodllm.training import prepare_data; prepare_data(TrainConfig(dataset='lengthtask'))"
   for gather in mask indices dense; do
     timeout 400 python train.py config/gpt2.py --dataset=lengthtask --batch_size=16 \
@@ -86,8 +64,33 @@ if [[ " $STAGES " == *" train "* ]]; then
       --learning_rate=6e-4 --seed=1337 --loss_gather=$gather --out_dir="$OUT/train_$gather" \
       > "$OUT/train_$gather.log" 2>&1 &
   done
-  wait
-  stamp "same-seed trainings"
+fi
+
+if [[ " $STAGES " == *" bench "* ]]; then
+  [ -f "$NANOGPT/bench.py" ] || { echo "error: $NANOGPT/bench.py missing: carry .device/nanogpt"; exit 1; }
+  nanogpt_dirs
+  # the compile wave: every variant once, 3 at a time (GPU memory: the trainings run too), untimed, so that the timed runs below find Inductor's
+  # caches warm (their own warm-up steps still exclude whatever compiling is left)
+  run_nanogpt causal &  # nanoGPT's compiles too; its timed runs come below
+  run_nanogpt bidirectional &
+  running=2
+  for name in $ORDER; do
+    timeout 400 python bench.py ${VARIANTS[$name]} --steps=1 --warmup=2 > "$OUT/compile_$name.log" 2>&1 &
+    running=$((running + 1))
+    if [ $running -ge 3 ]; then wait -n; running=$((running - 1)); fi
+  done
+fi
+wait  # the compile wave and the trainings
+stamp "compile wave and same-seed trainings"
+
+if [[ " $STAGES " == *" bench "* ]]; then
+  # the timed runs, one at a time, alone on the GPU
+  run_nanogpt causal; stamp "nanogpt causal"
+  run_nanogpt bidirectional; stamp "nanogpt bidirectional"
+  for name in $ORDER; do
+    timeout 240 python bench.py ${VARIANTS[$name]} $STEPS --json="$OUT/bench_$name.json" > "$OUT/bench_$name.log" 2>&1
+    stamp "bench $name"
+  done
 fi
 
 python - "$OUT" <<'EOF'
