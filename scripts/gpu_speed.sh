@@ -69,8 +69,8 @@ fi
 if [[ " $STAGES " == *" bench "* ]]; then
   [ -f "$NANOGPT/bench.py" ] || { echo "error: $NANOGPT/bench.py missing: carry .device/nanogpt"; exit 1; }
   nanogpt_dirs
-  # the compile wave: every variant once, 3 at a time (GPU memory: the trainings run too), untimed, so that the timed runs below find Inductor's
-  # caches warm (their own warm-up steps still exclude whatever compiling is left)
+  # the compile wave: every variant once, untimed, 3 at a time (GPU memory: the trainings run too), so that the
+  # timed runs below find Inductor's caches warm (their own warm-up steps still exclude any compiling left)
   run_nanogpt causal &  # nanoGPT's compiles too; its timed runs come below
   run_nanogpt bidirectional &
   running=2
