@@ -14,7 +14,7 @@
 #   train_<gather>/log.jsonl, train_<gather>.log     the same-seed trainings (length suite, gpt2 preset, 200 steps)
 #   summary.json, summary.md                         every number above side by side, and the ratios
 #   timings.txt                                      wall seconds of each stage
-# Budget: about 6-7 minutes on one H200, estimated, not yet measured (a compile wave, 3 processes at a time, fills
+# Budget: about 6-7 minutes on one H200, estimated, not yet measured (a compile wave, 4 processes at a time, fills
 # Inductor's caches while the trainings run beside it; then the timed runs, one at a time, alone on the GPU).
 # Each stage alone: `bench` about 5-6 minutes, `train` about 2.
 set -uo pipefail
@@ -69,7 +69,7 @@ fi
 if [[ " $STAGES " == *" bench "* ]]; then
   [ -f "$NANOGPT/bench.py" ] || { echo "error: $NANOGPT/bench.py missing: carry .device/nanogpt"; exit 1; }
   nanogpt_dirs
-  # the compile wave: every variant once, untimed, 3 at a time (GPU memory: the trainings run too), so that the
+  # the compile wave: every variant once, untimed, 4 at a time (about 120 GiB at most, with the trainings), so that the
   # timed runs below find Inductor's caches warm (their own warm-up steps still exclude any compiling left)
   run_nanogpt causal &  # nanoGPT's compiles too; its timed runs come below
   run_nanogpt bidirectional &
@@ -77,7 +77,7 @@ if [[ " $STAGES " == *" bench "* ]]; then
   for name in $ORDER; do
     (timeout 300 python bench.py ${VARIANTS[$name]} --steps=1 --warmup=2; echo "exit $?") > "$OUT/compile_$name.log" 2>&1 &
     running=$((running + 1))
-    if [ $running -ge 3 ]; then wait -n; running=$((running - 1)); fi
+    if [ $running -ge 4 ]; then wait -n; running=$((running - 1)); fi
   done
 fi
 wait  # the compile wave and the trainings
