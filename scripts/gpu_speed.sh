@@ -69,8 +69,8 @@ fi
 if [[ " $STAGES " == *" bench "* ]]; then
   [ -f "$NANOGPT/bench.py" ] || { echo "error: $NANOGPT/bench.py missing: carry .device/nanogpt"; exit 1; }
   nanogpt_dirs
-  # the compile wave: every variant once, untimed, 4 at a time (about 120 GiB at most, with the trainings), so that the
-  # timed runs below find Inductor's caches warm (their own warm-up steps still exclude any compiling left)
+  # the compile wave: every variant once, untimed, 4 at a time (about 120 GiB at most, with the trainings), so
+  # that the timed runs below find Inductor's caches warm (their warm-up steps still exclude any compiling left)
   run_nanogpt causal &  # nanoGPT's compiles too; its timed runs come below
   run_nanogpt bidirectional &
   running=2
