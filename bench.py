@@ -3,10 +3,16 @@
     python bench.py config/gpt2.py --batch_size=32 --gradient_accumulation_steps=1
     python bench.py config/gpt2.py --steps=30 --warmup=10 --json=bench.json
     python bench.py config/gpt2.py --model=1b --fp8=tensorwise --linears=1   # each Linear alone, bf16 vs fp8
+    python bench.py config/gpt2.py --batch_size=32 --gradient_accumulation_steps=1 --profile=1  # where time goes
 
 It runs exactly the training step of train.py (the recipe's masking, the loss with logits only at the masked
 positions, backward, clipping, AdamW) on random tokens, so no data preparation is needed. --steps, --warmup,
---json and --linears are the benchmark's own flags; every other flag is a training config key.
+--json, --linears and --profile are the benchmark's own flags; every other flag is a training config key, the
+speed levers among them (compile_mode, loss_gather: nanodllm/training.py's loss_function).
+
+--profile=1 runs `steps` more steps under torch.profiler after the timed ones and prints where each step's GPU
+time goes (matmuls, attention, everything else, idle gaps, host-device syncs) and the top kernels
+(nanodllm/profiling.py); the result's "profile" key holds the same numbers.
 
 --linears=1 times instead each distinct Linear shape of the model alone (forward + backward over batch_size x
 block_size tokens), as training runs it (fp32 weights under autocast, compiled when compile=True), in plain
@@ -21,15 +27,16 @@ import time
 
 import torch
 
-from nanodllm import parallel, recipes, system
+from nanodllm import parallel, profiling, recipes, system
 from nanodllm.config import load_config
 from nanodllm.data import Batch
 from nanodllm.training import build_model, configure_optimizer, loss_function
 
 
 def split_bench_flags(argv):
-    """Takes --steps, --warmup, --json and --linears out of argv; the rest are training config arguments."""
-    own = dict(steps=20, warmup=5, json="", linears=0)
+    """Takes --steps, --warmup, --json, --linears and --profile out of argv; the rest are training config
+    arguments."""
+    own = dict(steps=20, warmup=5, json="", linears=0, profile=0)
     rest = []
     for arg in argv:
         key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
@@ -135,12 +142,16 @@ def main(argv):
         model=cfg.model, recipe=cfg.recipe, attention=model.config.attention, params_m=model.num_params() / 1e6,
         batch_size=cfg.batch_size, block_size=cfg.block_size, accumulation=cfg.gradient_accumulation_steps,
         dtype=cfg.dtype if device.type == "cuda" else "float32", fp8=cfg.fp8 or None, compile=cfg.compile,
+        compile_mode=cfg.compile_mode, loss_gather=cfg.loss_gather,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         tokens_per_s=round(tokens_per_s), ms_per_step=1000 * step_s,
         mfu=model.flops_per_token(cfg.block_size) * tokens_per_s / peak if peak else None,
         peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         warmup_s=warmup_s, steps=own["steps"],
     )
+    if own["profile"]:
+        result["profile"] = profiling.profile_steps(train_step, own["steps"], device)
+        print(profiling.table(result["profile"]))
     print(json.dumps(result))
     if own["json"]:
         with open(own["json"], "a") as f:

@@ -1,12 +1,14 @@
 """The pieces of training that train.py and bench.py share: data, model, optimizer, schedule, evaluation."""
 
+import dataclasses
 import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from nanodllm import recipes
-from nanodllm.config import TrainConfig
+from nanodllm.config import ConfigError, TrainConfig
 from nanodllm.data import PackedLoader
 from nanodllm.model import Transformer, preset
 from nanodllm.prepare import PreparedSplit, ensure_prepared, load_split
@@ -43,20 +45,45 @@ def build_model(cfg: TrainConfig) -> Transformer:
     return Transformer(preset(cfg.model, attention=attention, max_seq_len=cfg.block_size, **overrides))
 
 
+LOSS_GATHERS = ("mask", "indices", "dense")
+
+
 def loss_function(cfg: TrainConfig):
-    """recipes.compute_loss, compiled when cfg.compile. The whole loss is one graph: the model, the gather of
-    the masked positions and the cross-entropy, so the (masked tokens x vocabulary) logits never take a round
-    trip through memory in float32. The number of masked positions changes every step; letting the compiler
-    treat it as a symbolic size keeps that one graph instead of a recompile per step.
+    """recipes.compute_loss, compiled when cfg.compile (with cfg.compile_mode). The whole loss is one graph: the
+    model, the gather of the masked positions and the cross-entropy, so the (masked tokens x vocabulary) logits
+    never take a round trip through memory in float32. The number of masked positions changes every step; letting
+    the compiler treat it as a symbolic size keeps that one graph instead of a recompile per step.
+
+    cfg.loss_gather says how the masked positions are found; all three give the same loss (tests/test_training.py):
+      mask     the (B, T) bool mask indexes inside the graph: its output size depends on the data, so the graph
+               holds a host-device sync, mid-forward;
+      indices  the mask's indices are computed just before the graph (the sync moves there), and the graph sees
+               an ordinary tensor of symbolic length;
+      dense    no gather at all: the output head at every position, the cross-entropy weighted by the mask. Fixed
+               shapes and no sync, for the head's FLOPs at the unmasked positions too.
 
     Except under fp8: torchao's float8 tensors with that data-dependent size did not finish warming up in 170 s
     (torchao 0.18, torch 2.11, 1B preset). Without the symbolic size the compiler splits the loss at the masked
     gather: the transformer is one graph, the gather runs eagerly, the output head and cross-entropy (which stay
     in bf16) are a second graph; that warms up in about two minutes on the 1B preset."""
-    if not cfg.compile:
-        return recipes.compute_loss
-    torch._dynamo.config.capture_dynamic_output_shape_ops = not cfg.fp8
-    return torch.compile(recipes.compute_loss)
+    if cfg.loss_gather not in LOSS_GATHERS:
+        raise ConfigError(f"loss_gather must be one of {LOSS_GATHERS}, got {cfg.loss_gather!r}")
+    loss = dense_loss if cfg.loss_gather == "dense" else recipes.compute_loss
+    if cfg.compile:
+        torch._dynamo.config.capture_dynamic_output_shape_ops = not cfg.fp8
+        loss = torch.compile(loss, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+    if cfg.loss_gather != "indices":
+        return loss
+    return lambda model, ex: loss(model, dataclasses.replace(ex, loss_mask=ex.loss_mask.nonzero(as_tuple=True)))
+
+
+def dense_loss(model, ex: recipes.Example):
+    """recipes.compute_loss with the output head at every position: the cross-entropy of every position, weighted
+    by the loss mask, so no shape depends on the data."""
+    logits = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask)  # (B, T, V)
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), ex.targets.flatten(), reduction="none")  # (B * T,)
+    weights = torch.where(ex.loss_mask, ex.weights, 0.0).flatten()  # (B * T,)
+    return (ce * weights).sum() / ex.normalizer.clamp(min=1)
 
 
 def configure_optimizer(model, cfg: TrainConfig, device: torch.device):

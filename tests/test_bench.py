@@ -30,3 +30,16 @@ def test_each_linear_shape_once(tmp_path):
 def test_fp8_needs_a_capable_gpu():
     with pytest.raises(RuntimeError, match="compute capability"):
         bench.main(TINY + ["--linears=1", "--fp8=tensorwise", "--steps=1", "--warmup=0"])
+
+
+def test_profile_reports_where_the_step_goes():
+    """On the CPU there are no CUDA kernels to sort, but the profiled steps run and the summary has its keys."""
+    r = bench.main(TINY + ["--steps=2", "--warmup=1", "--profile=1"])
+    p = r["profile"]
+    assert p["steps"] == 2 and p["kernel_ms_per_step"] == 0 and "syncs_per_step" in p
+    assert r["loss_gather"] == "mask" and r["compile_mode"] == "default"
+
+
+def test_a_loss_gather_lever_runs_in_the_benchmark():
+    r = bench.main(TINY + ["--steps=1", "--warmup=1", "--loss_gather=dense"])
+    assert r["loss_gather"] == "dense" and r["tokens_per_s"] > 0

@@ -1,0 +1,94 @@
+"""Where a training step's GPU time goes: a torch.profiler trace boiled down to a few numbers.
+
+A step is a stream of CUDA kernels. Sorting them into three kinds says which lever can pay:
+    matmul     the Linear layers and the output head (cuBLAS / CUTLASS / Triton matmul templates): at bf16 on a
+               Hopper GPU these already run near the chip's peak, so they shrink only if the FLOPs do;
+    attention  scaled_dot_product_attention's kernel (cuDNN, flash or memory-efficient);
+    other      everything else: norms, RoPE, SiLU, the fused cross-entropy, casts, AdamW, the masking;
+and a fourth number, idle: the time inside the profiled window when no kernel ran at all, the GPU waiting for
+the CPU (Python, launches, a host-device sync). The largest gaps are listed with the kernels on either side, which
+usually names their cause. Host-device syncs are counted from the CUDA runtime calls the CPU made.
+
+bench.py --profile=1 calls profile_steps; summarize is the arithmetic, tested on made-up kernels.
+"""
+
+import torch
+
+MATMUL_NAMES = ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_tem_fused_mm", "triton_tem_fused_addmm",
+                "triton_tem_fused_bmm", "wgmma", "splitkreduce")
+ATTENTION_NAMES = ("flash", "fmha", "attention", "sdpa", "cudnn")
+SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ",
+              "cudaMemcpyAsync")
+
+
+def kind(kernel_name: str) -> str:
+    """matmul, attention or other, from a kernel's name (case-insensitive)."""
+    name = kernel_name.lower()
+    if any(k in name for k in ATTENTION_NAMES):
+        return "attention"
+    if any(k in name for k in MATMUL_NAMES):
+        return "matmul"
+    return "other"
+
+
+def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
+    """kernels: (name, start_us, end_us) of every GPU kernel in the profiled window of `steps` steps ->
+    per-step milliseconds of each kind, of idle time and of the window, the `top` kernels by total time, and the
+    `gaps` longest idle stretches with the kernels around them."""
+    kernels = sorted(kernels, key=lambda k: k[1])
+    per_kind, by_name = {"matmul": 0.0, "attention": 0.0, "other": 0.0}, {}
+    idle, gap_list, busy_until = 0.0, [], None
+    for name, start, end in kernels:
+        per_kind[kind(name)] += end - start
+        by_name[name] = by_name.get(name, 0.0) + end - start
+        if busy_until is not None and start > busy_until:  # nothing ran between busy_until and start
+            idle += start - busy_until
+            gap_list.append((start - busy_until, previous, name))
+        if busy_until is None or end > busy_until:
+            busy_until, previous = end, name
+    window = busy_until - kernels[0][1] if kernels else 0.0
+    ms = lambda us: us / 1000 / steps  # microseconds in the window -> milliseconds per step
+    kernel_ms = sum(per_kind.values())
+    return dict(
+        steps=steps, window_ms_per_step=ms(window), kernel_ms_per_step=ms(kernel_ms), idle_ms_per_step=ms(idle),
+        **{f"{k}_ms_per_step": ms(v) for k, v in per_kind.items()},
+        **{f"{k}_share": v / kernel_ms if kernel_ms else 0.0 for k, v in per_kind.items()},
+        top_kernels=[dict(name=n[:120], kind=kind(n), ms_per_step=ms(t), share=t / kernel_ms)
+                     for n, t in sorted(by_name.items(), key=lambda item: -item[1])[:top]],
+        largest_gaps=[dict(us=g, after=a[:80], before=b[:80]) for g, a, b in sorted(gap_list, reverse=True)[:gaps]],
+    )
+
+
+def profile_steps(step, steps: int, device) -> dict:
+    """Runs step() `steps` times under torch.profiler (after the caller's warm-up) -> summarize's dict, plus the
+    host-device syncs per step (CUDA runtime calls that wait for the GPU), by name."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = prof.events()
+    kernels = [(e.name, e.time_range.start, e.time_range.end) for e in events
+               if e.device_type == torch.autograd.DeviceType.CUDA]
+    syncs = {}
+    for e in events:
+        if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith(SYNC_NAMES):
+            syncs[e.name] = syncs.get(e.name, 0) + 1
+    return dict(summarize(kernels, steps), syncs_per_step={k: v / steps for k, v in sorted(syncs.items())})
+
+
+def table(summary: dict) -> str:
+    """The summary as a few lines of text for the log."""
+    s = summary
+    lines = [f"profile over {s['steps']} steps, per step: window {s['window_ms_per_step']:.2f} ms, kernels "
+             f"{s['kernel_ms_per_step']:.2f} ms (matmul {s['matmul_ms_per_step']:.2f} = {s['matmul_share']:.0%}, "
+             f"attention {s['attention_ms_per_step']:.2f} = {s['attention_share']:.0%}, other "
+             f"{s['other_ms_per_step']:.2f} = {s['other_share']:.0%}), idle gaps {s['idle_ms_per_step']:.2f} ms",
+             f"host-device syncs per step: {s.get('syncs_per_step') or 'none'}", "top kernels:"]
+    lines += [f"  {k['ms_per_step']:7.3f} ms {k['share']:5.1%} {k['kind']:<9} {k['name']}" for k in s["top_kernels"]]
+    lines += ["largest idle gaps:"] + [f"  {g['us']:8.1f} us after {g['after']} before {g['before']}"
+                                       for g in s["largest_gaps"]]
+    return "\n".join(lines)

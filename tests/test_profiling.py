@@ -1,0 +1,32 @@
+"""nanodllm/profiling.py: the kernel-time arithmetic of bench.py --profile, on made-up kernels."""
+
+import pytest
+
+from nanodllm.profiling import kind, summarize, table
+
+
+def test_kernels_are_sorted_into_matmul_attention_and_the_rest():
+    assert kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert kind("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT") == "matmul"
+    assert kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3") == "attention"
+    assert kind("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "other"
+    assert kind("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamW>") == "other"
+
+
+def test_time_per_kind_idle_gaps_and_top_kernels_per_step():
+    # two steps, microseconds: a gemm, a 10 us gap, attention overlapping a norm, a 30 us gap, a gemm
+    kernels = [("gemm_a", 0, 100), ("flash_fwd", 110, 150), ("rmsnorm", 140, 160), ("gemm_a", 190, 290)]
+    s = summarize(kernels, steps=2, top=2, gaps=1)
+    assert s["window_ms_per_step"] == pytest.approx(0.290 / 2)
+    assert s["idle_ms_per_step"] == pytest.approx(0.040 / 2)  # the overlap counts as busy, once
+    assert s["matmul_ms_per_step"] == pytest.approx(0.1) and s["attention_ms_per_step"] == pytest.approx(0.02)
+    assert s["other_ms_per_step"] == pytest.approx(0.01)
+    assert s["matmul_share"] == pytest.approx(200 / 260)
+    assert [k["name"] for k in s["top_kernels"]] == ["gemm_a", "flash_fwd"]
+    assert s["largest_gaps"] == [dict(us=30, after="rmsnorm", before="gemm_a")]
+    assert "idle gaps 0.02 ms" in table(s)
+
+
+def test_no_kernels_no_division_by_zero():
+    s = summarize([], steps=3)
+    assert s["kernel_ms_per_step"] == 0 and s["matmul_share"] == 0 and s["top_kernels"] == []
