@@ -43,7 +43,9 @@ sessions that ran different --recipes / --seeds subsets are reported together.
 On a device whose calls last at most 10 minutes, keep --study_dir outside the copied tree (it survives between
 the calls of one warm machine) and chain the stages, one or two per call, each ending with its results:
     timeout -s INT 570 python study.py --study_dir=/root/ck/study --stage=base --jobs=2 --collect=$OUT
-An interrupted stage keeps its checkpoints and still collects; the same command resumes it.
+An interrupted stage keeps its checkpoints and still collects; the same command resumes it. Each run keeps only
+its latest checkpoint (config/study/*.py): at the gpt2 preset one is ~2 GB, and 21 runs with two each filled the
+H200 machine's 64 GiB disk.
 """
 
 import argparse
@@ -83,8 +85,9 @@ EVAL_FLAGS = {"lengthtask": ["--max_new_tokens", "320", "--block_size", "32", "-
                               "--batch_size", "100", "--eval_iters", "10"]}
 TINY_EVAL_FLAGS = ["--max_new_tokens", "16", "--block_size", "8", "--batch_size", "4", "--eval_iters", "1",
                    "--reveal", "0", "--device", "cpu"]
-# Keys of a training config that name places, not settings: they may differ between sessions of one run.
-PLACES = {"out_dir", "init_from", "data_dir", "data_source", "resume", "overwrite", "device"}
+# Keys of a training config that name places or housekeeping, not settings: they may differ between sessions of
+# one run.
+PLACES = {"out_dir", "init_from", "data_dir", "data_source", "resume", "overwrite", "device", "keep_checkpoints"}
 # The rates of the tables: (name in study.json, header), scored per prompt from samples.jsonl.
 RATES = [("terminated", "terminated"), ("exact_match", "exact match"), ("exact_length", "exact length"),
          ("first_step_eos_exact", "EOS exact (1st step)")]

@@ -21,3 +21,4 @@ loss_weighting = "elbo"
 learning_rate = 6e-4
 min_lr = 6e-5
 warmup_iters = 200
+keep_checkpoints = 1  # a study holds ~20 runs; at the gpt2 preset a checkpoint is ~2 GB (weights + AdamW state)

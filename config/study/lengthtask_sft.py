@@ -15,3 +15,4 @@ eval_iters = 10
 learning_rate = 3e-4
 min_lr = 3e-5
 warmup_iters = 50
+keep_checkpoints = 1  # a study holds ~20 runs; at the gpt2 preset a checkpoint is ~2 GB (weights + AdamW state)
