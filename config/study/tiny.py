@@ -14,3 +14,4 @@ log_interval = 1
 warmup_iters = 1
 device = "cpu"
 compile = False
+keep_checkpoints = 2  # not the study's 1: tests/test_study.py steps a run back to its previous checkpoint
