@@ -26,7 +26,9 @@ Warm-up is excluded: each eager (sampler, batch size) first runs once on a short
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
 (the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
-Each timed call synchronises CUDA before and after.
+Each timed call synchronises CUDA before and after. --profile decodes every row once more, untimed, under
+torch.profiler (nanodllm/profiling.py) and splits a forward pass's time into the GPU's kernels (the model's
+matmuls and attention, everything else) and the GPU's idle time, waiting for the host's bookkeeping.
 
 The vanilla sampler is the slow one by design (gen_length forward passes over the whole canvas per prompt);
 --llada_prompts runs it on fewer prompts when time is short.
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm import evaluation, metrics
+from nanodllm import evaluation, metrics, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, generate, knobs
 from nanodllm.system import Dist, autocast, pick_device
@@ -85,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="default: bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--profile", action="store_true", help="also profile one more decoding per row, untimed: "
+                   "where a forward pass's time goes (GPU kernels by kind, idle GPU waiting for the host; CUDA only, on the "
+                   "CPU every column is 0)")
     p.add_argument("--out", default="bench_sampler.json", help="where to write the JSON results")
     args = p.parse_args(argv)
     try:
@@ -164,22 +169,33 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
 
 
 def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
-    """-> (pairs, completions, stats) of sampler `name` over all (prompt, reference) pairs in batches of
-    batch_size."""
+    """-> (pairs, completions, stats, where the time goes or None) of sampler `name` over all (prompt, reference)
+    pairs in batches of batch_size. With --profile, one more decoding of the same batches, untimed, runs under
+    torch.profiler (time_per_pass)."""
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    completions, parts = [], []
+    decode_all = lambda: [run_sampler(name, model, b, args, threshold) for b in batches]
     graphed = name.endswith("_graphs")
     with autocast(device, dtype):
         for b in batches if graphed else batches[:1]:  # graphs: record every shape the timed calls will replay
             run_sampler(name, model, b, args, threshold, warmup=not graphed)
-        for b in batches:
-            out, stats = run_sampler(name, model, b, args, threshold)
-            completions += out
-            parts.append(stats)
-    return pairs, completions, GenerationStats.combine(parts)
+        results = decode_all()
+        stats = GenerationStats.combine([s for _, s in results])
+        where = time_per_pass(profiling.profile_steps(decode_all, 1, device), stats.nfe) if args.profile else None
+    return pairs, [c for out, _ in results for c in out], stats, where
+
+
+def time_per_pass(profile: dict, nfe: int) -> dict:
+    """profiling.profile_steps' summary of one decoding of all batches, per forward pass: the wall time, the GPU's
+    kernels (the model's matmuls and attention; "other" holds the norms, RoPE, softmax and the sampler's own GPU
+    work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs)."""
+    per = lambda key: profile[key] / max(nfe, 1)
+    return dict(ms_per_pass=per("window_ms_per_step"), kernel_ms_per_pass=per("kernel_ms_per_step"),
+                matmul_ms_per_pass=per("matmul_ms_per_step"), attention_ms_per_pass=per("attention_ms_per_step"),
+                other_ms_per_pass=per("other_ms_per_step"), idle_ms_per_pass=per("idle_ms_per_step"),
+                syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1))
 
 
 def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
@@ -232,6 +248,18 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def time_markdown(rows) -> str:
+    """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile)."""
+    lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | syncs/pass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        t = r["time_per_pass"]
+        lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
+                     f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
+                     f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['syncs_per_pass']:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -270,17 +298,20 @@ def main(argv=None):
                 label = LABELS[name] + (f", threshold {threshold}" if len(args.thresholds) > 1 and threshold
                                         is not None else "")
                 t0 = time.time()
-                used, completions, stats = bench(name, models[name], use, batch_size, args, device, dtype,
-                                                 threshold)
+                used, completions, stats, where = bench(name, models[name], use, batch_size, args, device,
+                                                        dtype, threshold)
                 row = dict(sampler=name, label=label, threshold=threshold, batch_size=batch_size,
                            n_prompts=len(stats.tokens), s_per_prompt=stats.seconds / len(stats.tokens),
                            **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")},
-                           **quality(ar, used, completions, info.get("train", {}).get("dataset"), device, dtype))
+                           **quality(ar, used, completions, info.get("train", {}).get("dataset"), device, dtype),
+                           time_per_pass=where)
                 rows.append(row)
                 print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
         add_speedups(rows, batch_size)
 
     table = markdown(rows)
+    if args.profile:
+        table += "\n\nWhere a forward pass's time goes (ms; one more decoding per row, profiled):\n\n" + time_markdown(rows)
     print("\n" + table)
     result = dict(device=device_name, dtype=dtype, torch=torch.__version__, args=vars(args),
                   checkpoint=dict(path=args.init_from, step=info.get("step")),

@@ -143,3 +143,28 @@ def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
         r = json.loads(out.read_text())
         assert [row["exact_match"] for row in r["results"]] == [expected, expected]
         assert "exact match" in r["table"]
+
+
+def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data, tmp_path, monkeypatch):
+    """--profile: each row gets its time per forward pass from one more, profiled decoding (here a made-up
+    profile of 2 ms of kernels and 1 ms idle over the whole decoding), divided by the row's passes."""
+    profiled = []
+
+    def fake_profile(step, steps, device):
+        profiled.append(len(step()))  # the decoding of every batch, once
+        return dict(window_ms_per_step=3.0, kernel_ms_per_step=2.0, matmul_ms_per_step=1.5,
+                    attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
+                    syncs_per_step={"cudaStreamSynchronize": 4})
+
+    monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
+                        "--n_prompts", "3", "--batch_sizes", "2", "--samplers", "block", "--block_size", "8",
+                        "--max_new_tokens", "16", "--device", "cpu", "--profile", "--out", str(out)])
+    r = json.loads(out.read_text())
+    [row] = r["results"]
+    t, passes = row["time_per_pass"], row["nfe"]
+    assert profiled == [2]  # two batches (2 + 1 prompts)
+    assert t["ms_per_pass"] == pytest.approx(3.0 / passes) and t["idle_ms_per_pass"] == pytest.approx(1.0 / passes)
+    assert t["syncs_per_pass"] == pytest.approx(4 / passes)
+    assert "GPU idle" in r["table"]
