@@ -1,10 +1,9 @@
 # The recipe study on TinyStories, stage 1: a masked-diffusion base (recipe pretrain: every token maskable,
 # 1/t-weighted ELBO, t over (0, 1]); the AR baseline's base is this file + config/recipes/ar.py.
 #   python train.py config/study/tinystories_base.py --data_source=DIR --out_dir=out/study-tinystories/base
-# DIR holds train.txt.gz and valid.txt.gz; the README's local data is ../shared/data/tinystories/train.txt.gz
-# with every extra/*.txt.gz appended (gzip members concatenate: cat train.txt.gz extra/*.txt.gz > DIR/train.txt.gz)
-# and valid.txt.gz: 16,993 stories, about 3.6M training tokens.
-# 1000 x 16 x 1024 = 16.4M token positions: about 4.5 passes over those 3.6M tokens.
+# DIR: a folder of local text such as ../shared/data/tinystories (train.txt.gz, valid.txt.gz, and extra/*.txt.gz
+# read as more training text): 20,983 stories, about 4.19M training tokens.
+# 1000 x 16 x 1024 = 16.4M token positions: about 3.9 passes over those 4.19M tokens.
 dataset = "tinystories"
 recipe = "pretrain"
 model = "gpt2"

@@ -1,7 +1,7 @@
 # The recipe study on TinyStories, stage 2: fine-tune the base of tinystories_base.py with a recipe.
 #   python train.py config/study/tinystories_sft.py config/recipes/dllm_var.py --data_source=DIR \
 #       --init_from=out/study-tinystories/base --seed=0 --out_dir=out/study-tinystories/runs/dllm_var-s0
-# 500 x 16 x 1024 = 8.2M token positions: about 2.3 passes over the 3.6M local training tokens (4.5 more were
+# 500 x 16 x 1024 = 8.2M token positions: about 2 passes over the 4.19M local training tokens (3.9 more were
 # seen by the base). The data is small: the AR model overfits it first (README), so keep the passes few.
 dataset = "tinystories"
 model = "gpt2"
