@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm import evaluation, metrics, profiling
+from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, generate, knobs
 from nanodllm.system import Dist, autocast, pick_device
@@ -200,14 +200,7 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
 
 def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
     """Judge perplexity (None without a judge), 4-gram repetition and, on the length suite, exact match and exact
-    length: eval_eos's scoring (evaluation.score_responses). Without references (--prompt_file) only the first
-    two."""
-    if any(r is None for _, r in pairs):
-        eos = get_tokenizer().eos_id
-        responses = [c[:metrics.response_length(c, eos)] for c in completions]
-        ppl = None if judge is None else metrics.judge_perplexity(
-            judge, [p for p, _ in pairs], responses, autocast_ctx=autocast(device, dtype))["ppl"]
-        return dict(judge_ppl=ppl, repetition=metrics.repetition_rate(responses), exact_match=None)
+    length (None without references, as with --prompt_file): eval_eos's scoring (evaluation.score_responses)."""
     scores, _ = evaluation.score_responses(completions, pairs, dataset, judge, 16, autocast(device, dtype))
     return dict(judge_ppl=scores["gen_ppl"], repetition=scores["repetition"], exact_match=scores["exact_match"],
                 exact_length=scores["exact_length"])

@@ -109,6 +109,11 @@ class PackedLoader:
             doc = np.concatenate([doc, np.full(-len(doc) % self.align, EOS_ID, dtype=doc.dtype)])
         return doc, int(self.split.prompt_lens[i]) if self.use_prompts else 0
 
+    def _length(self, i: int) -> int:
+        """len(self._document(i)[0]), without building it."""
+        n = len(self.split.doc(i))
+        return n + -n % self.align
+
     def _count(self, i: int):
         tokens, prompt_len = self._document(i)
         self.counts["samples"] += 1
@@ -155,7 +160,7 @@ class PackedLoader:
                 self._advance_document()
                 if self._fit_to_row(self._document(i)[0]) is not None:
                     self.buffer.append(i)
-            lengths = [min(len(self._document(i)[0]), self.seq_len) for i in self.buffer]
+            lengths = [min(self._length(i), self.seq_len) for i in self.buffer]
             fitting = [j for j, n in enumerate(lengths) if n <= self.seq_len - filled]
             if not fitting:
                 break

@@ -140,15 +140,18 @@ def generate_all(model, name: str, prompts, knobs: dict, batch_size: int, seed: 
 
 def score_responses(completions, pairs, dataset: str, judge, batch_size: int,
                     autocast_ctx) -> tuple[dict, list[list[int]]]:
-    """(metrics, responses) of one sampler's completions; responses are the completions without their EOS."""
+    """(metrics, responses) of one sampler's completions; responses are the completions without their EOS.
+    pairs are (prompt, reference); a reference of None (bench_sampler's --prompt_file) leaves out what needs one:
+    the length metrics and exactness."""
     tok = get_tokenizer()
     lengths = [metrics.response_length(c, tok.eos_id) for c in completions]
     responses = [c[:n] for c, n in zip(completions, lengths)]
+    referenced = all(r is not None for _, r in pairs)
     out = dict(termination_rate=metrics.termination_rate(completions, tok.eos_id),
-               **metrics.length_metrics(lengths, [len(r) for _, r in pairs]),
+               **(metrics.length_metrics(lengths, [len(r) for _, r in pairs]) if referenced else {}),
                repetition=metrics.repetition_rate(responses), exact_match=None, exact_length=None, gen_ppl=None,
                generated_lengths=lengths, finished=[metrics.ended_with_eos(c, tok.eos_id) for c in completions])
-    if dataset == "lengthtask":  # the answer is known: score it (tasks.score compares texts)
+    if dataset == "lengthtask" and referenced:  # the answer is known: score it (tasks.score compares texts)
         scores = [score(Example("", tok.decode(p), tok.decode(r)), tok.decode(g))
                   for (p, r), g in zip(pairs, responses)]
         out["exact_match"] = metrics.accuracy([s["exact_match"] for s in scores])

@@ -168,3 +168,15 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert t["ms_per_pass"] == pytest.approx(3.0 / passes) and t["idle_ms_per_pass"] == pytest.approx(1.0 / passes)
     assert t["syncs_per_pass"] == pytest.approx(4 / passes)
     assert "GPU idle" in r["table"]
+
+
+def test_prompt_file_lines_have_no_reference_so_only_the_judge_and_repetition_score_them(checkpoints, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once upon a time\n\nThe cat sat\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--ar_init_from", str(checkpoints / "ar"),
+                        "--prompt_file", str(prompts), "--batch_sizes", "2", "--samplers", "block",
+                        "--block_size", "8", "--max_new_tokens", "16", "--device", "cpu", "--out", str(out)])
+    [row] = json.loads(out.read_text())["results"]
+    assert row["n_prompts"] == 2 and row["judge_ppl"] > 1 and 0 <= row["repetition"] <= 1
+    assert row["exact_match"] is None and row["exact_length"] is None
