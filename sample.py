@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm.sampler import GenerationStats, generate, knobs, knobs_from_flags
+from nanodllm.sampler import GenerationStats, batches, generate, knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -242,15 +242,16 @@ def main(argv=None):
           f"sampler {sampler}, {len(jobs)} samples on {device} ({dtype})")
 
     parts, calls = [], []
-    for b in range(0, len(jobs), args.batch_size):
-        batch = jobs[b:b + args.batch_size]
+    for b, rows in enumerate(batches(model, [ids for _, ids in jobs], args.batch_size)):
+        batch = [jobs[n] for n in rows]
         callbacks = []
         if args.show:
             callbacks.append(LiveView(tok, cfg.mask_id, [texts[i] for i, _ in batch],
-                                      f"{sampler}: samples {b + 1}-{b + len(batch)} of {len(jobs)}", args.show_delay))
+                                      f"{sampler}: batch {b + 1}, {len(batch)} of {len(jobs)} samples",
+                                      args.show_delay))
         if args.trace_out:
             callbacks.append(TraceRecorder())
-            calls.append({"samples": list(range(b, b + len(batch))), "frames": callbacks[-1].frames})
+            calls.append({"samples": rows, "frames": callbacks[-1].frames})
         try:
             with autocast(device, dtype):
                 out, stats = generate(sampler, model, [ids for _, ids in batch], generator=generator,
@@ -259,8 +260,8 @@ def main(argv=None):
             sys.exit(f"error: {e}")
         parts.append(stats)
         if stats.info:
-            print(f"batch {b // args.batch_size}: {stats.info}")
-        for n, (i, _), completion, finished in zip(range(b, b + len(batch)), batch, out, stats.finished):
+            print(f"batch {b}: {stats.info}")
+        for n, (i, _), completion, finished in zip(rows, batch, out, stats.finished):
             print(f"\n--- sample {n + 1}, prompt {i + 1}{'' if finished else ' (cut at the length cap)'} ---")
             print(f"{texts[i]}\033[1m{tok.decode(completion)}\033[0m" if sys.stdout.isatty()
                   else texts[i] + tok.decode(completion), flush=True)

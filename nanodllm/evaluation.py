@@ -15,6 +15,7 @@ The metrics themselves are nanodllm/metrics.py; the tables are nanodllm/report.p
 """
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from nanodllm import metrics
 from nanodllm.config import ConfigError, config_from_dict
 from nanodllm.prepare import load_split
-from nanodllm.sampler import GenerationStats, generate, make_canvas
+from nanodllm.sampler import GenerationStats, batches, generate, make_canvas
 from nanodllm.tasks import Example, score
 from nanodllm.tokenizer import get_tokenizer
 from nanodllm.training import evaluate
@@ -88,9 +89,10 @@ def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, se
     cfg = model.config
     device = next(model.parameters()).device
     rng = np.random.default_rng([seed, round(reveal * 1000)])
-    probs, tops = [], []
-    for b in tqdm(range(0, len(pairs), batch_size), desc=f"first step, {reveal:.0%} revealed", unit="batch"):
-        chunk = pairs[b:b + batch_size]
+    probs, tops = [None] * len(pairs), [None] * len(pairs)
+    for rows in tqdm(batches(model, [p for p, _ in pairs], batch_size), desc=f"first step, {reveal:.0%} revealed",
+                     unit="batch"):
+        chunk = [pairs[i] for i in rows]
         x, P, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
         for i, (_, response) in enumerate(chunk):
             shown = torch.as_tensor(rng.choice(len(response), size=round(reveal * len(response)), replace=False),
@@ -101,9 +103,9 @@ def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, se
         logits = logits.float()  # (B, canvas, V)
         given = (x[:, P:] != cfg.mask_id)
         p_eos = (logits[..., cfg.eos_id] - logits.logsumexp(dim=-1)).exp().masked_fill(given, 0.0)
-        probs.append(p_eos.cpu())
-        tops.append(((logits.argmax(dim=-1) == cfg.eos_id) & ~given).cpu())
-    return torch.cat(probs).numpy(), torch.cat(tops).numpy()
+        for i, p, top in zip(rows, p_eos.cpu(), ((logits.argmax(dim=-1) == cfg.eos_id) & ~given).cpu()):
+            probs[i], tops[i] = p, top
+    return torch.stack(probs).numpy(), torch.stack(tops).numpy()
 
 
 def first_step_test(model, pairs, canvas: int, reveals, tolerance: int, batch_size: int, seed: int,
@@ -128,14 +130,14 @@ def first_step_test(model, pairs, canvas: int, reveals, tolerance: int, batch_si
 def generate_all(model, name: str, prompts, knobs: dict, batch_size: int, seed: int, autocast_ctx):
     """(completions, stats, length bounds) of sampler `name` over all prompts, in batches."""
     generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
-    completions, parts, bounds = [], [], []
-    for b in tqdm(range(0, len(prompts), batch_size), desc=f"generating ({name})", unit="batch"):
+    completions, bounds, parts = [None] * len(prompts), [None] * len(prompts), []
+    for rows in tqdm(batches(model, prompts, batch_size), desc=f"generating ({name})", unit="batch"):
         with autocast_ctx:
-            out, stats = generate(name, model, prompts[b:b + batch_size], generator=generator, **knobs)
-        completions += out
+            out, stats = generate(name, model, [prompts[i] for i in rows], generator=generator, **knobs)
+        for i, completion, bound in itertools.zip_longest(rows, out, stats.info.get("length_bound", [])):
+            completions[i], bounds[i] = completion, bound
         parts.append(stats)
-        bounds += stats.info.get("length_bound", [])
-    return completions, GenerationStats.combine(parts), bounds
+    return completions, GenerationStats.combine(parts), [b for b in bounds if b is not None]
 
 
 def score_responses(completions, pairs, dataset: str, judge, batch_size: int,

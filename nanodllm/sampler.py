@@ -259,8 +259,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
 
     A block_causal model (the block_diffusion recipe) is decoded in the blocks it was trained on: attn_block_size
     columns each, counted from the canvas's first column (RoPE sees only distances, so where left padding puts
-    a prompt changes nothing but where its blocks fall), whatever block_size says; the first block is the one
-    that holds the prompt's end, with its masks after it.
+    a prompt changes nothing but where its blocks fall: batches() groups prompts so that every one starts on a
+    block boundary), whatever block_size says; the first block is the one that holds the prompt's end, with its
+    masks after it.
 
     Stopping (stopped_rows): a row is finished once it has committed an EOS with nothing masked before it. That
     can happen mid-block; the row's output is cut after the EOS and the row leaves the batch and the cache
@@ -524,6 +525,24 @@ def generate(name: str, model, prompts, *, generator=None, trace=None, **given):
         rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
         prompts = [[model.config.eos_id] + [int(t) for t in p] for p in rows]
     return SAMPLERS[name](model, prompts, generator=generator, trace=trace, **chosen)
+
+
+def batches(model, prompts, batch_size: int) -> list[list[int]]:
+    """The indices of `prompts` in batches of at most batch_size, to decode together.
+
+    A batch is left-padded so that every prompt ends in the same column, and a block_causal model cuts attention
+    into blocks by column (counted from the canvas's first): a prompt padded by a number of columns that is not a
+    whole number of blocks would start mid-block, where a prompt decoded alone, and every sample block_pad trains
+    on, starts on a block boundary; its answer would then depend on the other prompts of its batch. So for such
+    a model a batch holds only prompts of equal length modulo the block: their padding is whole blocks, and each
+    row is computed exactly as if it were alone."""
+    cfg = model.config
+    offset = (lambda i: len(prompts[i]) % cfg.attn_block_size) if cfg.attention == "block_causal" else (lambda i: 0)
+    out = []
+    for _, group in itertools.groupby(sorted(range(len(prompts)), key=offset), key=offset):  # stable: input order
+        group = list(group)
+        out += [group[j:j + batch_size] for j in range(0, len(group), batch_size)]
+    return out
 
 
 def knobs_from_flags(args) -> dict:

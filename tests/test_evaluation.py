@@ -48,3 +48,19 @@ def test_room_and_run_name(tmp_path):
         evaluation.check_room(model, 200, {"the block sampler": (57, "--max_new_tokens")})
     assert evaluation.run_name(tmp_path / "out" / "tiny") == "tiny"
     assert evaluation.run_name(tmp_path / "out" / "tiny" / "ckpt_0000400") == "tiny"
+
+
+def test_a_block_causal_model_decodes_each_prompt_as_if_alone():
+    """A block_causal model's batches hold prompts of equal length modulo its block, so that left padding is whole
+    blocks: generation and the first-step test give every row what it gets alone, whatever shares its batch."""
+    model = tiny_model(attention="block_causal", attn_block_size=4).eval()
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18]]  # lengths 3 1 5 2 7
+    knobs = dict(block_size=4, max_new_tokens=12, threshold=0.9)
+    batched, _, _ = evaluation.generate_all(model, "block", prompts, knobs, 5, 0, nullcontext())
+    alone = [evaluation.generate_all(model, "block", [p], knobs, 1, 0, nullcontext())[0][0] for p in prompts]
+    assert batched == alone
+    pairs = [(p, [20, 21]) for p in prompts]
+    eos_prob, _ = evaluation.first_step_eos(model, pairs, 8, 0.0, 5, 0, nullcontext())
+    for i, pair in enumerate(pairs):
+        alone, _ = evaluation.first_step_eos(model, [pair], 8, 0.0, 1, 0, nullcontext())
+        torch.testing.assert_close(eos_prob[i], alone[0])

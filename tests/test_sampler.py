@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodllm.model import ModelConfig, Transformer
-from nanodllm.sampler import (SAMPLERS, autoregressive_generate, block_diffusion_generate,
+from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate,
                               generate, knobs, knobs_from_flags, left_pad, length_bound_generate, llada_generate,
                               next_power_of_two, num_transfer_tokens, trim_at_eos)
 
@@ -593,3 +593,10 @@ def test_knobs_from_flags():
     flags = argparse.Namespace(block_size=8, no_cache=True, gen_length=None, seed=3, prompt="hi")
     assert knobs_from_flags(flags) == dict(block_size=8, cache=False, gen_length=None)
 
+
+
+def test_batches_of_a_block_causal_model_hold_prompts_of_equal_length_modulo_its_block():
+    prompts = [[1, 2, 3], [4], list(range(5, 14)), [10, 11], list(range(20, 31))]  # lengths 3 1 9 2 11
+    assert batches(tiny_model("block_causal"), prompts, 2) == [[1, 2], [3], [0, 4]]  # mod 8: 1, 2, 3; input order
+    assert batches(tiny_model("block_causal"), prompts, 5) == [[1, 2], [3], [0, 4]]
+    assert batches(tiny_model("bidirectional"), prompts, 2) == [[0, 1], [2, 3], [4]]  # others: in order
