@@ -88,7 +88,9 @@ def test_accuracy_and_repetition():
     assert metrics.repetition_rate([[1, 2, 3, 4, 5, 6], [7] * 10, [1, 2]]) == pytest.approx((1 - 1 / 7) / 2)
 
 
-def test_generative_perplexity_equals_a_direct_computation():
+@pytest.mark.parametrize("ce_rows", [metrics.CE_ROWS, 3])  # the cross-entropy at once, or 3 positions at a time
+def test_generative_perplexity_equals_a_direct_computation(ce_rows, monkeypatch):
+    monkeypatch.setattr(metrics, "CE_ROWS", ce_rows)
     judge = tiny_model(attention="causal").eval()
     prompts = [[10, 11, 12], [13], [14, 15, 16, 17, 18], [19, 20]]
     responses = [[30, 31], [32, 33, 34, 35, 36], [37], []]  # different lengths: right padding, an empty one
