@@ -35,7 +35,8 @@ Layout of --study_dir (default out/study-<dataset>):
   logs/<name>.log                       each subprocess's output
   report/study.md, report/study.json    per recipe x sampler: every rate as the mean over seeds with a 95% bootstrap
                                         interval over seeds then prompts (nanodllm/stats.py), overall and per task
-  report/rates.png, tasks.png, training.png   rates with intervals; exact length per task; validation curves
+  report/rates.png, tasks.png, lengths.png, training.png   rates with intervals; exact length per task; the
+                                        generated lengths against the references; validation curves
 --collect DIR puts study-<dataset>.tar.gz (every small file above: no checkpoints, no data) and report/'s files in
 DIR: at most 6 files, which a device call can bring back. --merge unpacks such archives into --study_dir, so that
 sessions that ran different --recipes / --seeds subsets are reported together.
@@ -394,10 +395,14 @@ def summarize(study_dir: Path) -> dict:
                           per_task={task: rates(outcomes, task) for task in tasks},
                           val_nll=_mean((r["quality"] or {}).get("val_nll") for r in results),
                           mean_length=_mean(r["samplers"][sampler]["mean_generated"] for r in results),
-                          length_mae=_mean(r["samplers"][sampler]["mae"] for r in results)))
+                          length_mae=_mean(r["samplers"][sampler]["mae"] for r in results),
+                          lengths=[n for r in results for n in r["samplers"][sampler].get("generated_lengths", [])],
+                          judge_ppl=_mean(r["samplers"][sampler].get("gen_ppl") for r in results)))
     first = next(iter(next(iter(found.values())).values()))[0]
     return dict(dataset=dataset, num_samples=first["data"]["num_samples"],
-                reference_mean_length=first["reference"]["mean_length"], cells=cells)
+                reference_mean_length=first["reference"]["mean_length"],
+                reference_judge_ppl=first["reference"].get("gen_ppl"),
+                reference_lengths=first["data"].get("reference_lengths", []), cells=cells)
 
 
 def _interval(r: dict) -> str:
@@ -417,13 +422,17 @@ def markdown(summary: dict, figures: list[str]) -> str:
              f"not apply (no exact answer on free text, no first-step test for a causal model). val NLL, mean len "
              f"and len MAE are means over seeds; each recipe's NLL bound scores its own tokens (ar: every token, "
              f"prompts too), so compare it only between recipes that score the same.", "",
-             "| recipe | sampler | seeds | " + " | ".join(rate_headers) + " | val NLL | mean len | len MAE |",
-             "|---|---|---|" + "---:|" * (len(RATES) + 3)]
+             "| recipe | sampler | seeds | " + " | ".join(rate_headers)
+             + " | val NLL | mean len | len MAE | judge ppl |",
+             "|---|---|---|" + "---:|" * (len(RATES) + 4)]
     for c in summary["cells"]:
         lines.append(f"| {c['recipe']} | {c['sampler']} | {','.join(map(str, c['seeds']))} | "
                      + " | ".join(_interval(c["rates"][rate]) for rate, _ in RATES)
                      + f" | {_number(c['val_nll'], '{:.3f}')} | {_number(c['mean_length'], '{:.1f}')} | "
-                       f"{_number(c['length_mae'], '{:.1f}')} |")
+                       f"{_number(c['length_mae'], '{:.1f}')} | {_number(c.get('judge_ppl'), '{:.1f}')} |")
+    if summary.get("reference_judge_ppl") is not None:  # eval_eos --judge: the anchor for the samplers' numbers
+        lines += ["", f"judge ppl: the perplexity of each answer under the --judge model (eval_eos.py); the held-out "
+                      f"references score {summary['reference_judge_ppl']:.1f}."]
     tasks = sorted({task for c in summary["cells"] for task in c["per_task"]})
     if tasks:
         lines += ["", "## Per task", "", "| task | recipe | sampler | prompts | " + " | ".join(rate_headers) + " |",
@@ -455,6 +464,11 @@ def report(study_dir: Path):
                                      if task in c["per_task"]} for task in tasks},
                              out / "tasks.png", f"{summary['dataset']}: exact length per task")
         figures.append("tasks.png")
+    if summary["reference_lengths"] and any(c["lengths"] for c in summary["cells"]):
+        plots.plot_length_histograms(summary["reference_lengths"], {label[id(c)]: c["lengths"] for c in
+                                                                    summary["cells"] if c["lengths"]},
+                                     out / "lengths.png", f"{summary['dataset']}: generated lengths, all seeds")
+        figures.append("lengths.png")
     # The bases, and each recipe's fine-tune of its lowest seed (all seeds would crowd the figure).
     logs = {f"base-{log.parent.name}": log for log in sorted(study_dir.glob("base/*/log.jsonl"))}
     for log in sorted(study_dir.glob("runs/*/log.jsonl"), key=lambda p: int(RUN_NAME.match(p.parent.name)["seed"])):

@@ -254,21 +254,28 @@ def plot_length_scatter(reference, generated: dict, out_png, title=""):
     _save(fig, out_png)
 
 
-def plot_length_histograms(reference, generated: dict, out_png, title=""):
-    """One panel per sampler: the distribution of its generated lengths over the reference distribution, on
-    shared bins. (A sampler that never stops piles up at the length cap.)"""
+def plot_length_histograms(reference, generated: dict, out_png, title="", columns: int = 4):
+    """One panel per sampler (or model): the distribution of its generated lengths over the reference
+    distribution, on shared bins, as a share of its samples. (A sampler that never stops piles up at the cap.)"""
+    import math
     import numpy as np
     plt = _pyplot()
     top = max([max(reference, default=0)] + [max(v, default=0) for v in generated.values()]) + 1
     bins = np.linspace(0, top, min(50, top) + 1)
-    fig, axes = plt.subplots(1, max(1, len(generated)), figsize=(3.6 * max(1, len(generated)), 3.2),
-                             sharey=True, squeeze=False)
-    for ax, (name, lengths) in zip(axes[0], generated.items()):
-        ax.hist(reference, bins=bins, color="gray", alpha=0.5, label="reference")
-        ax.hist(lengths, bins=bins, histtype="step", lw=1.5, label=name)
+    n_cols = min(columns, max(1, len(generated)))
+    n_rows = math.ceil(max(1, len(generated)) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.2 * n_rows), sharey=True, squeeze=False)
+    for ax, (name, lengths) in zip(axes.flat, generated.items()):
+        ax.hist(reference, bins=bins, color="gray", alpha=0.5, label="reference",
+                weights=np.full(len(reference), 1 / max(1, len(reference))))
+        ax.hist(lengths, bins=bins, histtype="step", lw=1.5, label=name,
+                weights=np.full(len(lengths), 1 / max(1, len(lengths))))
         ax.set(xlabel="response length (tokens)", title=name)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("samples")
+    for ax in axes.flat[len(generated):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("share of samples")
     if title:
         fig.suptitle(title)
     _save(fig, out_png)

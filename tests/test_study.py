@@ -69,7 +69,8 @@ def test_tiny_study_end_to_end(finished):
     assert cell["val_nll"] > 0 and cell["mean_length"] is not None
     table = (study_dir / "report" / "study.md").read_text()
     assert "| dllm_var | block | 0 |" in table
-    for name in ("rates.png", "training.png"):
+    assert len(cell["lengths"]) == 4 and len(summary["reference_lengths"]) == 4
+    for name in ("rates.png", "lengths.png", "training.png"):
         assert (study_dir / "report" / name).stat().st_size > 10_000
     for name in ("results.json", "samples.jsonl", "results.md"):
         assert (study_dir / "eval" / "dllm_var-s0" / "block" / name).is_file()
@@ -121,11 +122,14 @@ def test_collect_then_merge_reports_the_same(finished, tmp_path):
             == json.loads((study_dir / "report" / "study.json").read_text()))
 
 
-def write_evaluation(study_dir, name, sampler, rows):
+def write_evaluation(study_dir, name, sampler, rows, judged=None):
+    """judged: (the answers' perplexity, the references') under eval_eos --judge, if it was given"""
     out = study_dir / "eval" / name / sampler
     out.mkdir(parents=True)
     results = dict(data=dict(dataset="lengthtask", num_samples=len(rows)), reference=dict(mean_length=2.0),
                    quality=dict(val_nll=1.5), samplers={sampler: dict(mean_generated=2.0, mae=0.5)})
+    if judged:
+        results["samplers"][sampler]["gen_ppl"], results["reference"]["gen_ppl"] = judged
     (out / "results.json").write_text(json.dumps(results))
     (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -152,6 +156,17 @@ def test_report_rows_per_task_on_hand_made_evaluations(tmp_path):
     assert "| count | dllm_var | block | 2 | 100% [100%, 100%] | 100% [100%, 100%]" in table
     assert "| spell | dllm_var | block | 1 | 50% [0%, 100%] | 0% [0%, 0%] | 50% [0%, 100%] | - |" in table
     assert (tmp_path / "report" / "tasks.png").is_file()
+
+
+def test_report_gives_the_judge_perplexity_as_the_mean_over_seeds(tmp_path):
+    rows = [dict(prompt="Count from 3 to 4\nAnswer:", reference=" 3 4", block=" 3 4", finished=dict(block=True))]
+    for seed, ppl in ((0, 10.0), (1, 20.0)):
+        write_evaluation(tmp_path, f"dllm_var-s{seed}", "block", rows, judged=(ppl, 8.0))
+    study.report(tmp_path)
+    summary = json.loads((tmp_path / "report" / "study.json").read_text())
+    assert (summary["cells"][0]["judge_ppl"], summary["reference_judge_ppl"]) == (15.0, 8.0)
+    table = (tmp_path / "report" / "study.md").read_text()
+    assert "| 1.500 | 2.0 | 0.5 | 15.0 |" in table and "the held-out references score 8.0" in table
 
 
 def test_cli_errors_are_one_line(capsys):
