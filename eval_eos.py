@@ -92,6 +92,8 @@ def parse_args(argv=None):
     g.add_argument("--threshold", type=float, default=knobs("block")["threshold"],
                    help="block: commit positions more confident than this")
     g.add_argument("--steps_per_block", type=int, default=None, help="block: fixed steps instead of the threshold")
+    g.add_argument("--eos_frontier", action="store_true",
+                   help="block: commit an EOS only at a row's first masked position (the stop decided left to right)")
     g.add_argument("--no_cache", action="store_true", help="block, ar: recompute everything every step")
     g.add_argument("--gen_length", type=int, default=None, help="llada: the canvas (default: --max_new_tokens)")
     g.add_argument("--steps", type=int, default=None,

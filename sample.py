@@ -94,6 +94,8 @@ def parse_args(argv=None):
                    help="commit positions more confident than this")
     g.add_argument("--steps_per_block", type=_positive_int, default=None,
                    help="fixed-steps mode (LLaDA's schedule inside each block) instead of the threshold")
+    g.add_argument("--eos_frontier", action="store_true",
+                   help="commit an EOS only at a row's first masked position (the stop decided left to right)")
     g.add_argument("--no_cache", action="store_true", help="recompute everything every step (block, ar)")
     g = p.add_argument_group("llada (vanilla) and length_bound")
     g.add_argument("--gen_length", type=_positive_int, default=knobs("llada")["gen_length"])

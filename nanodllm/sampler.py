@@ -242,12 +242,19 @@ def _llada_defaults(gen_length: int, steps, block_length):
 @sampling_mode
 def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, steps_per_block=None,
                              max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True,
-                             cuda_graphs=False, generator=None, trace=None):
+                             eos_frontier=False, cuda_graphs=False, generator=None, trace=None):
     """dLLM-Var's sampler: decode blocks of block_size masks left to right until each row commits its EOS.
 
     Inside a block, each step is one forward pass and commits (above_threshold) every masked position whose
     confidence exceeds `threshold`, at least one per row; with steps_per_block=S, LLaDA's schedule instead
     (most_confident), the block's masks divided evenly over S steps.
+
+    eos_frontier=True lets an EOS be committed only at a row's first masked position, so the stop is decided left
+    to right, at the edge of the text written so far. Why: a model trained to fill a sample with EOS up to its
+    block's end (block_pad) is surest of that fill, so a threshold sampler commits it first, from the block's
+    end leftwards, each EOS making the one before it likelier, until the EOS lands near the block's start
+    (docs/study.md). Off by default: dLLM-Var's sampler commits an EOS wherever it is sure of it. (The fixed-steps
+    schedule still takes barred EOSs, last, when it needs more positions than the others.)
 
     KV cache (cache=True), as dLLM-Var does it: the first pass holds the prompt and the first all-mask block, and
     the prompt's keys/values are committed; steps inside a block feed only that block, attending to the cached
@@ -305,6 +312,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
                 block = batch.x[:, start:end]
                 x0, confidence = sample_tokens(logits, temperature, top_k, top_p, generator)
                 masked = block == cfg.mask_id
+                if eos_frontier:  # no EOS behind a masked position: its row's first masked one is never barred
+                    behind = masked & (masked.long().cumsum(dim=-1) > 1)
+                    confidence = confidence.masked_fill(behind & (x0 == cfg.eos_id), -1.0)
                 commit = (above_threshold(confidence, masked, threshold) if schedule is None
                           else most_confident(confidence, masked, schedule[i]))
                 block = torch.where(commit, x0, block)

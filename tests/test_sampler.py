@@ -8,6 +8,7 @@ specific behaviour (an EOS at a chosen place, never an EOS) it wraps model.forwa
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nanodllm.model import ModelConfig, Transformer
 from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate,
@@ -537,7 +538,7 @@ DEFAULTS = {
     "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
                   cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
-                  top_k=None, top_p=None, cache=True, cuda_graphs=False),
+                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
 }
@@ -600,3 +601,33 @@ def test_batches_of_a_block_causal_model_hold_prompts_of_equal_length_modulo_its
     assert batches(tiny_model("block_causal"), prompts, 2) == [[1, 2], [3], [0, 4]]  # mod 8: 1, 2, 3; input order
     assert batches(tiny_model("block_causal"), prompts, 5) == [[1, 2], [3], [0, 4]]
     assert batches(tiny_model("bidirectional"), prompts, 2) == [[0, 1], [2, 3], [4]]  # others: in order
+
+
+def fill_cascade(model, prompt_len: int, block: int):
+    """Replaces model.forward by a model that writes block_pad's fill: sure of an EOS at a block's last slot and
+    at every slot whose right neighbour holds an EOS, sure of no EOS elsewhere, and unsure of any text."""
+    orig = model.forward
+
+    def forward(idx, *, positions=None, attn_mask=None, kv_cache=None, write_at=None, logits_at=None):
+        logits = orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, write_at=write_at) * 0.01
+        offset = kv_cache.length if kv_cache is not None else 0
+        columns = torch.arange(offset, offset + idx.shape[1])
+        last = ((columns - prompt_len) % block == block - 1) & (columns >= prompt_len)
+        right_is_eos = F.pad(idx[:, 1:] == EOS, (0, 1))
+        logits[..., EOS] = torch.where(last | right_is_eos, 1e4, -1e4)
+        return logits if logits_at is None else logits[logits_at]
+
+    model.forward = forward
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_eos_frontier_decides_the_stop_left_to_right(cache):
+    prompt = [[5, 6, 7]]
+    model = tiny_model("bidirectional")
+    fill_cascade(model, len(prompt[0]), 8)
+    kw = dict(block_size=8, threshold=0.9, max_new_tokens=16, cache=cache)
+    out, stats = block_diffusion_generate(model, prompt, **kw)
+    assert out == [[EOS]]  # the fill committed from the block's end leftwards, down to its first slot
+    out, stats = block_diffusion_generate(model, prompt, eos_frontier=True, **kw)
+    assert len(out[0]) == 8 and out[0][-1] == EOS  # text up to the block's last slot, then the EOS
+    assert_clean(out, stats)
