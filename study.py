@@ -38,7 +38,7 @@ Layout of --study_dir (default out/study-<dataset>):
   report/rates.png, tasks.png, lengths.png, training.png   rates with intervals; exact length per task; the
                                         generated lengths against the references; validation curves
 --collect DIR puts study-<dataset>.tar.gz (every small file above: no checkpoints, no data) and report/'s files in
-DIR: at most 6 files, which a device call can bring back. --merge unpacks such archives into --study_dir, so that
+DIR: at most 7 files, which a device call can bring back. --merge unpacks such archives into --study_dir, so that
 sessions that ran different --recipes / --seeds subsets are reported together.
 
 On a device whose calls last at most 10 minutes, keep --study_dir outside the copied tree (it survives between
