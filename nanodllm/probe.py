@@ -21,7 +21,9 @@ is at j = n - s inside the block, or past it (j >= b), when the right answer is 
 A model that learned the stop from the content answers "true" whatever b and j. A sample-scope shortcut shows
 as block_end, a row-scope one as none. A block_causal model (the block_diffusion recipe) decodes in its own
 blocks, aligned to multiples of its attn_block_size, so for it b is that size and the block starts on a block
-boundary; a bidirectional model is probed at several b.
+boundary; a bidirectional model is probed at several b. (The context's own start then falls wherever its length
+puts it: as in block_diffusion's stream-packed training, not as in block_pad's, where every sample starts on a
+block boundary, as a prompt decoded by sampler.batches does: read a block_pad model's probe with that in mind.)
 """
 
 import torch
