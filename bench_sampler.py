@@ -253,6 +253,13 @@ def time_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def write(out, head: dict, rows: list[dict], table: str | None):
+    """The JSON results: complete once the table is there (the speed-ups need every sampler of a batch size)."""
+    Path(out).write_text(json.dumps(dict(head, results=rows, table=table, complete=table is not None), indent=2)
+                         + "\n")
+
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -283,6 +290,9 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.1f} tokens), {device_name}, {dtype}")
 
+    head = dict(device=device_name, dtype=dtype, torch=torch.__version__, args=vars(args),
+                checkpoint=dict(path=args.init_from, step=info.get("step")), ar_checkpoint=args.ar_init_from,
+                n_prompts=len(prompts))
     rows = []
     for batch_size in args.batch_sizes:
         for name in args.samplers:
@@ -300,16 +310,14 @@ def main(argv=None):
                            time_per_pass=where)
                 rows.append(row)
                 print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
+                write(args.out, head, rows, table=None)  # after every row: a run cut off keeps what it measured
         add_speedups(rows, batch_size)
 
     table = markdown(rows)
     if args.profile:
         table += "\n\nWhere a forward pass's time goes (ms; one more decoding per row, profiled):\n\n" + time_markdown(rows)
     print("\n" + table)
-    result = dict(device=device_name, dtype=dtype, torch=torch.__version__, args=vars(args),
-                  checkpoint=dict(path=args.init_from, step=info.get("step")),
-                  ar_checkpoint=args.ar_init_from, n_prompts=len(prompts), results=rows, table=table)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write(args.out, head, rows, table)
     print(f"\nwrote {args.out}")
 
 

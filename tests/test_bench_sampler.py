@@ -180,3 +180,25 @@ def test_prompt_file_lines_have_no_reference_so_only_the_judge_and_repetition_sc
     [row] = json.loads(out.read_text())["results"]
     assert row["n_prompts"] == 2 and row["judge_ppl"] > 1 and 0 <= row["repetition"] <= 1
     assert row["exact_match"] is None and row["exact_length"] is None
+
+
+def test_a_run_cut_off_keeps_the_rows_it_measured(checkpoints, tiny_data, tmp_path, monkeypatch):
+    out, bench = tmp_path / "bench.json", bench_sampler.bench
+
+    def cut_off_at_the_second_row(name, *args):
+        if name == "ar":
+            raise KeyboardInterrupt  # as a timeout's SIGINT would
+        return bench(name, *args)
+
+    monkeypatch.setattr(bench_sampler, "bench", cut_off_at_the_second_row)
+    flags = ["--init_from", str(checkpoints / "dllm_var"), "--ar_init_from", str(checkpoints / "ar"), "--data_dir",
+             str(tiny_data), "--n_prompts", "2", "--batch_sizes", "2", "--samplers", "block,ar", "--block_size", "8",
+             "--max_new_tokens", "8", "--device", "cpu", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        bench_sampler.main(flags)
+    r = json.loads(out.read_text())
+    assert [row["sampler"] for row in r["results"]] == ["block"] and r["complete"] is False and r["table"] is None
+    monkeypatch.setattr(bench_sampler, "bench", bench)
+    bench_sampler.main(flags)
+    r = json.loads(out.read_text())
+    assert [row["sampler"] for row in r["results"]] == ["block", "ar"] and r["complete"] and "| " in r["table"]
