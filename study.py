@@ -25,7 +25,7 @@ Resuming: every stage skips what is finished. A training run is finished when th
 is at its max_iters; a run stopped earlier continues from that checkpoint (train.py --resume); a checkpoint of other
 settings (say another max_iters) is an error, never silently reused: pick another --study_dir. An evaluation is
 finished when its samples.jsonl (eval_eos writes it last) exists and its results.json is of the model's latest
-checkpoint, with the asked --num_samples.
+checkpoint, with the settings asked now (--num_samples, --eval_flags, ...): other settings are evaluated again.
 
 Layout of --study_dir (default out/study-<dataset>):
   data/<dataset>[-seed<N>]/             prepared data (the length suite's: one directory per data seed)
@@ -62,6 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import eval_eos
 from nanodllm import plots
 from nanodllm.checkpoint import CheckpointError, read_config
 from nanodllm.config import ConfigError, config_to_dict, load_config
@@ -89,6 +90,7 @@ TINY_EVAL_FLAGS = ["--max_new_tokens", "16", "--block_size", "8", "--batch_size"
 # Keys of a training config that name places or housekeeping, not settings: they may differ between sessions of
 # one run.
 PLACES = {"out_dir", "init_from", "data_dir", "data_source", "resume", "overwrite", "device", "keep_checkpoints"}
+EVAL_PLACES = {"init_from", "data_dir", "out_dir", "label", "device"}  # eval_eos.py's, likewise
 # The rates of the tables: (name in study.json, header), scored per prompt from samples.jsonl.
 RATES = [("terminated", "terminated"), ("exact_match", "exact match"), ("exact_length", "exact length"),
          ("first_step_eos_exact", "EOS exact (1st step)")]
@@ -227,12 +229,32 @@ def training_state(run: Run) -> str:
     return "finished" if step >= cfg.max_iters else "resume"
 
 
-def evaluation_finished(ev: Evaluation, num_samples: int) -> bool:
+def eval_argv(args, ev: Evaluation, data: Path) -> list[str]:
+    """eval_eos.py's arguments for one evaluation: the study's settings, then --eval_flags."""
+    extra = TINY_EVAL_FLAGS if args.tiny else EVAL_FLAGS[args.dataset]
+    return ["--init_from", str(ev.run.out_dir), "--data", args.dataset, "--data_dir", str(data), "--num_samples",
+            str(args.num_samples), "--samplers", ev.sampler, "--out_dir", str(ev.out_dir), "--label", ev.run.name,
+            *extra, *shlex.split(args.eval_flags)]
+
+
+def evaluation_finished(ev: Evaluation, argv: list[str]) -> bool:
+    """Its samples.jsonl (written last) and results.json exist, of the model's latest checkpoint, and with the
+    settings asked now: every eval_eos.py flag as results.json records it, but those naming places, which differ
+    between the sessions that merge their results (a --judge is named by its run's folder)."""
     if not (ev.out_dir / "samples.jsonl").is_file() or not (ev.out_dir / "results.json").is_file():
         return False
     results = json.loads((ev.out_dir / "results.json").read_text())
+    try:
+        asked = eval_eos.parse_args(argv)
+    except SystemExit:  # flags eval_eos.py refuses: not finished; its run will say why, in its log
+        return False
+    asked = json.loads(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(asked).items()}))
+
+    def setting(key, value):
+        return Path(value).name if key == "judge" and value else value
     return (results["model"]["step"] == latest_step(ev.run.out_dir)
-            and results["args"]["num_samples"] == num_samples)
+            and all(setting(k, results["args"].get(k)) == setting(k, v) for k, v in asked.items()
+                    if k not in EVAL_PLACES))
 
 
 # -----------------------------------------------------------------------------
@@ -299,23 +321,21 @@ def require_finished(args, runs: list[Run], stage: str, needed_by: str):
         raise StudyError(f"{needed_by} needs {', '.join(unfinished)} finished: run --stage={stage} first")
 
 
-def evaluation_data_dir(args) -> Path:
-    """The held-out prompts every model is evaluated on (prepared here if no run has written them)."""
+def evaluation_data_dir(args, prepare: bool) -> Path:
+    """The held-out prompts every model is evaluated on (with prepare, prepared here if no run has written them)."""
     cfg = load_config(train_args(args, "sft", None, args.study_dir / "unused", "", DATA_SEED))
-    return cfg.data_dir if args.dry_run else prepare_data(cfg)
+    return Path(cfg.data_dir) if args.dry_run or not prepare else prepare_data(cfg)
 
 
 def evaluate(args, evaluations: list[Evaluation]):
-    todo = [ev for ev in evaluations if not evaluation_finished(ev, args.num_samples)]
+    data = evaluation_data_dir(args, prepare=False)
+    todo = [ev for ev in evaluations if not evaluation_finished(ev, eval_argv(args, ev, data))]
     print(f"eval: {len(evaluations) - len(todo)} of {len(evaluations)} finished")
     if not todo:
         return
-    extra = TINY_EVAL_FLAGS if args.tiny else EVAL_FLAGS[args.dataset]
-    data = evaluation_data_dir(args)
+    data = evaluation_data_dir(args, prepare=True)
     jobs = [Job(f"eval {ev.run.name} {ev.sampler}",
-                [sys.executable, str(ROOT / "eval_eos.py"), "--init_from", str(ev.run.out_dir), "--data", args.dataset,
-                 "--data_dir", str(data), "--num_samples", str(args.num_samples), "--samplers", ev.sampler,
-                 "--out_dir", str(ev.out_dir), "--label", ev.run.name, *extra, *shlex.split(args.eval_flags)],
+                [sys.executable, str(ROOT / "eval_eos.py"), *eval_argv(args, ev, data)],
                 args.study_dir / "logs" / f"eval-{ev.run.name}-{ev.sampler}.log") for ev in todo]
     run_jobs(jobs, args.jobs, args.dry_run)
 

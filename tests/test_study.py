@@ -82,6 +82,19 @@ def test_a_finished_study_is_not_redone(finished, monkeypatch):
     study.main(tiny_study(study_dir, data_source))  # every stage finished: no train.py, no eval_eos.py
 
 
+def test_an_evaluation_with_other_settings_is_done_again(finished, tmp_path, monkeypatch):
+    study_dir, data_source = finished
+    started = []
+    monkeypatch.setattr(study, "launch", lambda job: started.append(job.command) or 0)
+    for flags in ("--eos_frontier", "--judge=/elsewhere/ar-s0"):
+        study.main(tiny_study(study_dir, data_source, "--stage=eval", f"--eval_flags={flags}"))
+        assert started.pop()[-1] == flags
+    copy = tmp_path / "moved"  # the same evaluations elsewhere (another session's paths): nothing to do again
+    subprocess.run(["cp", "-r", str(study_dir), str(copy)], check=True)
+    monkeypatch.setattr(study, "launch", no_subprocess)
+    study.main(tiny_study(copy, data_source, "--stage=eval"))
+
+
 def test_a_stopped_run_resumes_and_other_settings_are_refused(finished, tmp_path, monkeypatch):
     study_dir, data_source = finished
     copy = tmp_path / "s"
