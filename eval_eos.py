@@ -14,7 +14,10 @@ tokens, reference response = the rest without its EOS, so the true EOS sits at c
    prompt + an all-mask canvas of --canvas positions, as the DiffuGPT student project's eval_eos does, gives P(EOS)
    at every position; we score where the model puts EOS (nanodllm/metrics.py: exact and within-k accuracy, MAE,
    P(EOS) at the true position, MRR). Repeated with --reveal fractions of the true response shown at random
-   (seeded) positions: does the belief sharpen as the text fills in, as it does during decoding?
+   (seeded) positions: does the belief sharpen as the text fills in, as it does during decoding? A block_causal
+   model reads such a canvas in its blocks, and every block after the first attends to earlier blocks of masks
+   where its training (and the block sampler) show it finished text: past the first block, this is a state no
+   decoding reaches.
 2. The EOS block probe (diffusion models; nanodllm/probe.py): where the model puts EOS inside one block of masks
    as the block's length (--probe_blocks) and the true end's offset in it change: at the true position, at the
    block's end (the sample-scope shortcut), nowhere (the row-scope one) or elsewhere.
