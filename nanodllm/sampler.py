@@ -545,7 +545,8 @@ def batches(model, prompts, batch_size: int) -> list[list[int]]:
     whole number of blocks would start mid-block, where a prompt decoded alone, and every sample block_pad trains
     on, starts on a block boundary; its answer would then depend on the other prompts of its batch. So for such
     a model a batch holds only prompts of equal length modulo the block: their padding is whole blocks, and each
-    row is computed exactly as if it were alone."""
+    row is computed exactly as if it were alone. The price is more, smaller batches (200 TinyStories prompts fall
+    into 19 of 32 residues: 19 batches where batch_size 100 made 2)."""
     cfg = model.config
     offset = (lambda i: len(prompts[i]) % cfg.attn_block_size) if cfg.attention == "block_causal" else (lambda i: 0)
     out = []
