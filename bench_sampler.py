@@ -259,7 +259,6 @@ def write(out, head: dict, rows: list[dict], table: str | None):
                          + "\n")
 
 
-
 def main(argv=None):
     args = parse_args(argv)
     try:
