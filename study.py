@@ -3,6 +3,7 @@ model evaluated with every sampler, then the tables (rates with intervals, overa
 
     python study.py --dataset=lengthtask                                   # the whole study (GPU)
     python study.py --dataset=lengthtask --recipes=dllm_var,ar --seeds=0 --samplers=block
+    python study.py --dataset=lengthtask --recipes=ar,block_pad@ar         # block_pad fine-tuned from the AR base
     python study.py --dataset=lengthtask --stage=base                      # one stage at a time, resumable
     python study.py --dataset=lengthtask --stage=finetune --jobs=4         # 4 fine-tunes side by side, one GPU
     python study.py --dataset=tinystories --data_source=DIR                # DIR: see config/study/tinystories_base.py
@@ -13,9 +14,14 @@ It drives train.py and eval_eos.py through their command lines, as subprocesses 
 
 Stages (--stage, comma-separated; default all four, in this order):
   base      the shared masked-diffusion base (config/study/<dataset>_base.py: LLaDA's pretraining, t over (0, 1])
-            and, if ar is among the recipes, the AR baseline's own causal base (the same file + config/recipes/ar.py).
+            and, if ar is among the recipes (or a recipe@ar, below), the AR baseline's own causal base (the same
+            file + config/recipes/ar.py).
   finetune  every recipe x seed from its base (--init_from): config/study/<dataset>_sft.py + config/recipes/<recipe>.py,
             --seed=<seed> (the fine-tune's data order and masks; the base is shared by every seed).
+            <recipe>@<base> starts a recipe from the other base: block_pad@ar is the block_pad recipe fine-tuned
+            from the causal AR base, as DiffuGPT adapts GPT-2 (an AR model has learned the content already; whether
+            its weights also help a masked-diffusion recipe learn where to stop is the question). Its runs are
+            runs/block_pad@ar-s<seed>, its rows "block_pad@ar".
   eval      eval_eos.py for every fine-tuned model x sampler (an ar model: the ar sampler), on the same held-out
             prompts: the first --num_samples of the validation split of the fixed evaluation data.
   report    the tables and figures of every evaluation found in the study directory, whichever session made it.
@@ -133,7 +139,8 @@ def parse_args(argv=None):
     p.add_argument("--study_dir", default=None, help="default: out/study-<dataset>")
     p.add_argument("--stage", default=",".join(STAGES), help="comma-separated, of %(default)s")
     p.add_argument("--recipes", default=None,
-                   help="comma-separated names of config/recipes/*.py (default: all of them)")
+                   help="comma-separated names of config/recipes/*.py, each may end in @ar or @diffusion (the base "
+                        "it starts from; default: its own); default: all of them")
     p.add_argument("--seeds", default="0,1,2", help="fine-tune seeds, comma-separated (default: %(default)s)")
     p.add_argument("--samplers", default=",".join(DIFFUSION_SAMPLERS),
                    help="the diffusion models' samplers (ar models always use ar; default: %(default)s)")
@@ -154,8 +161,10 @@ def parse_args(argv=None):
         p.error(f"--stage must name some of {STAGES}, got {args.stage!r}")
     available = sorted(f.stem for f in (ROOT / "config" / "recipes").glob("*.py"))
     args.recipes = [r.strip() for r in (args.recipes or ",".join(available)).split(",") if r.strip()]
-    if not args.recipes or set(args.recipes) - set(available):
-        p.error(f"--recipes must name some of {available} (config/recipes/*.py), got {sorted(args.recipes)}")
+    wrong = [r for r in args.recipes if recipe_of(r) not in available or base_named(r) not in (None, *BASES)]
+    if not args.recipes or wrong:
+        p.error(f"--recipes must name some of {available} (config/recipes/*.py), each optionally @ one of {BASES} "
+                f"(the base it starts from), got {wrong or args.recipes}")
     try:
         args.seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
     except ValueError:
@@ -190,17 +199,35 @@ def is_ar(recipe: str) -> bool:
     return load_config([str(ROOT / "config" / "recipes" / f"{recipe}.py")]).recipe == "ar"
 
 
+# A --recipes entry is <recipe> or <recipe>@<base>: which config/recipes/ file, and which base it starts from.
+BASES = ("diffusion", "ar")
+
+
+def recipe_of(entry: str) -> str:
+    return entry.split("@")[0]
+
+
+def base_named(entry: str) -> str | None:
+    return entry.split("@", 1)[1] if "@" in entry else None
+
+
+def base_of(entry: str) -> str:
+    """The base a fine-tune starts from: the one named after '@', else the causal base for the AR recipe and the
+    masked-diffusion base for every other."""
+    return base_named(entry) or ("ar" if is_ar(recipe_of(entry)) else "diffusion")
+
+
 def plan(args) -> tuple[list[Run], list[Run], list[Evaluation]]:
     """(bases, fine-tunes, evaluations) of the chosen recipes, seeds and samplers."""
-    kinds = sorted({"ar" if is_ar(r) else "diffusion" for r in args.recipes})
+    kinds = sorted({base_of(entry) for entry in args.recipes})
     bases = {kind: Run(f"base-{kind}", args.study_dir / "base" / kind,
                        train_args(args, "base", "ar" if kind == "ar" else None, args.study_dir / "base" / kind,
                                   args.base_flags, None)) for kind in kinds}
     runs, evaluations = [], []
-    for recipe in args.recipes:
-        base = bases["ar" if is_ar(recipe) else "diffusion"]
+    for entry in args.recipes:
+        recipe, base = recipe_of(entry), bases[base_of(entry)]
         for seed in args.seeds:
-            name = f"{recipe}-s{seed}"
+            name = f"{entry}-s{seed}"
             out_dir = args.study_dir / "runs" / name
             run = Run(name, out_dir, train_args(args, "sft", recipe, out_dir, args.finetune_flags, seed)
                       + [f"--init_from={base.out_dir}"])

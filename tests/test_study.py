@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 import study
+from nanodllm.checkpoint import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,31 @@ def test_plan_gives_every_recipe_and_seed_its_run_and_ar_its_own_base(tmp_path):
     # one suite for every training seed: its data_seed is fixed
     assert {r.config().data_dir for r in runs} == {str(tmp_path / "data" / "lengthtask")}
     assert {r.config().data_seed for r in runs} == {study.DATA_SEED}
+
+
+def test_a_recipe_at_a_base_starts_from_that_base(tmp_path):
+    args = study.parse_args(["--dataset=lengthtask", f"--study_dir={tmp_path}", "--recipes=block_pad@ar,eos_pad",
+                             "--seeds=0", "--samplers=block"])
+    bases, runs, evaluations = study.plan(args)
+    assert [b.name for b in bases] == ["base-ar", "base-diffusion"]  # no ar recipe, yet the AR base is trained
+    assert [r.name for r in runs] == ["block_pad@ar-s0", "eos_pad-s0"]
+    block_pad = runs[0].config()
+    assert (block_pad.recipe, block_pad.init_from) == ("block_pad", str(tmp_path / "base" / "ar"))
+    assert runs[1].config().init_from == str(tmp_path / "base" / "diffusion")
+    assert [(e.run.name, e.sampler) for e in evaluations] == [("block_pad@ar-s0", "block"), ("eos_pad-s0", "block")]
+    alone = study.parse_args(["--dataset=lengthtask", f"--study_dir={tmp_path}", "--recipes=block_pad@ar"])
+    assert [b.name for b in study.plan(alone)[0]] == ["base-ar"]
+
+
+def test_a_diffusion_recipe_fine_tunes_from_the_ar_base_weights(tmp_path, tiny_data):
+    """The causal base's weights load into the block-causal recipe (attention holds no weights): with a learning
+    rate of 0 the fine-tune ends on them."""
+    study.main(tiny_study(tmp_path / "s", tiny_data.parent / "raw", "--recipes=block_pad@ar", "--stage=base,finetune",
+                          "--finetune_flags=--learning_rate=0 --min_lr=0"))
+    base, tuned = weights(tmp_path / "s" / "base" / "ar"), weights(tmp_path / "s" / "runs" / "block_pad@ar-s0")
+    assert base.keys() == tuned.keys() and all((base[k] == tuned[k]).all() for k in base)
+    saved = read_config(tmp_path / "s" / "runs" / "block_pad@ar-s0")  # its latest checkpoint's
+    assert (saved["train"]["recipe"], saved["model"]["attention"]) == ("block_pad", "block_causal")
 
 
 def test_tiny_study_end_to_end(finished):
@@ -184,6 +210,8 @@ def test_report_gives_the_judge_perplexity_as_the_mean_over_seeds(tmp_path):
 
 def test_cli_errors_are_one_line(capsys):
     for flags, message in ((["--recipes=nope"], "--recipes must name some of"),
+                           (["--recipes=block_pad@gpt2"], "each optionally @ one of ('diffusion', 'ar')"),
+                           (["--recipes=nope@ar"], "got ['nope@ar']"),
                            (["--stage=train"], "--stage must name some of"),
                            (["--seeds=a"], "--seeds must be comma-separated integers")):
         with pytest.raises(SystemExit) as exit_:
