@@ -54,10 +54,10 @@ the calls of one warm machine) and chain the stages, one or two per call, each e
     timeout -s INT 570 python study.py --study_dir=/root/ck/study --stage=base --jobs=2 --collect=$OUT
 An interrupted stage keeps its checkpoints and still collects; the same command resumes it. The next call must
 come while the machine is still warm (30 s after a call, here): a later one gets a fresh machine without /root/ck,
-and the runs start over (this lost one session's fine-tunes). The device's notes say that a process started in a
-new session (setsid) is not killed when its call returns and runs on while the machine is held, so a study started
-that way in the first call would lose nothing at the calls' ends, each later call only waiting for it and
-collecting (not yet tried here). Each run keeps only
+and the runs start over (this lost one session's fine-tunes). A process started in a new session (setsid) is not
+killed when its call returns and runs on while the machine is held (the device's notes; tested here on a killed
+process group, not yet on the device): scripts/device_job.sh starts a study so in the first call, and each later
+call waits for it and collects, so nothing is cut at a call's end. Each run keeps only
 its latest checkpoint (config/study/*.py): at the gpt2 preset one is ~2 GB, and 21 runs with two each filled the
 H200 machine's 64 GiB disk.
 """
