@@ -262,7 +262,8 @@ def run(args):
 
     results = dict(
         model=dict(label=label, init_from=args.init_from, step=info.get("step"), attention=cfg.attention,
-                   recipe=train.get("recipe"), trained_on=train.get("dataset"), params=model.num_params()),
+                   recipe=train.get("recipe"), trained_on=train.get("dataset"), params=model.num_params(),
+                   checkpoint_id=info.get("id"), base_id=(info.get("lineage") or {}).get("init_from_id")),
         data=dict(dataset=args.data, data_dir=str(args.data_dir), split="val", num_samples=len(pairs),
                   reference_lengths=ref_lengths),
         device=str(device), dtype=dtype, torch=torch.__version__,

@@ -47,7 +47,10 @@ Layout of --study_dir (default out/study-<dataset>):
                                         generated lengths against the references; validation curves
 --collect DIR puts study-<dataset>.tar.gz (every small file above: no checkpoints, no data) and report/'s files in
 DIR: at most 7 files, which a device call can bring back. --merge unpacks such archives into --study_dir, so that
-sessions that ran different --recipes / --seeds subsets are reported together.
+sessions that ran different --recipes / --seeds subsets are reported together. Each session trains its own base,
+and two trainings of one config differ (GPU training is not bitwise repeatable: one such pair moved a recipe's
+exact match from 10% to 2%), so the report's base column names, by checkpoint id, the base each cell's seeds
+started from: compare cells of the same base.
 
 On a device whose calls last at most 10 minutes, keep --study_dir outside the copied tree (it survives between
 the calls of one warm machine) and chain the stages, one or two per call, each ending with its results:
@@ -444,8 +447,9 @@ def summarize(study_dir: Path) -> dict:
         outcomes = [prompt_outcomes(rows, sampler, dataset, study_dir / "eval" / f"{recipe}-s{seed}" / sampler)
                     for seed, (_, rows) in sorted(by_seed.items())]
         tasks = sorted({t for o in outcomes for t in o["task"] if t is not None})
-        results = [r for r, _ in by_seed.values()]
+        results = [r for _, (r, _) in sorted(by_seed.items())]
         cells.append(dict(recipe=recipe, sampler=sampler, seeds=sorted(by_seed), rates=rates(outcomes),
+                          base_ids=[r["model"].get("base_id") for r in results],
                           per_task={task: rates(outcomes, task) for task in tasks},
                           val_nll=_mean((r["quality"] or {}).get("val_nll") for r in results),
                           mean_length=_mean(r["samplers"][sampler]["mean_generated"] for r in results),
@@ -467,8 +471,16 @@ def _number(x, fmt: str) -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def base_letters(cells: list[dict]) -> dict:
+    """{base checkpoint id: "A", "B", ...} in the order the cells meet them. Two trainings of one base config on a
+    GPU give different weights, so the id, not the config, says whether two cells started from the same base."""
+    ids = [i for c in cells for i in c["base_ids"] if i is not None]
+    return {i: chr(ord("A") + n) for n, i in enumerate(dict.fromkeys(ids))}
+
+
 def markdown(summary: dict, figures: list[str]) -> str:
     rate_headers = [header for _, header in RATES]
+    letters = base_letters(summary["cells"])
     lines = [f"# The recipe study: {summary['dataset']}", "",
              f"{summary['num_samples']} held-out prompts, the same for every model (mean reference length "
              f"{summary['reference_mean_length']:.1f} tokens). Each rate is the mean over the fine-tune seeds with a "
@@ -477,13 +489,19 @@ def markdown(summary: dict, figures: list[str]) -> str:
              f"and len MAE are means over seeds; each recipe's NLL bound scores its own tokens (ar: every token, "
              f"prompts too), so compare it only between recipes that score the same.", "",
              "| recipe | sampler | seeds | " + " | ".join(rate_headers)
-             + " | val NLL | mean len | len MAE | judge ppl |",
-             "|---|---|---|" + "---:|" * (len(RATES) + 4)]
+             + " | val NLL | mean len | len MAE | judge ppl | base |",
+             "|---|---|---|" + "---:|" * (len(RATES) + 4) + "---|"]
     for c in summary["cells"]:
+        bases = ",".join(dict.fromkeys(letters.get(i, "?") for i in c.get("base_ids", [])))
         lines.append(f"| {c['recipe']} | {c['sampler']} | {','.join(map(str, c['seeds']))} | "
                      + " | ".join(_interval(c["rates"][rate]) for rate, _ in RATES)
                      + f" | {_number(c['val_nll'], '{:.3f}')} | {_number(c['mean_length'], '{:.1f}')} | "
-                       f"{_number(c['length_mae'], '{:.1f}')} | {_number(c.get('judge_ppl'), '{:.1f}')} |")
+                       f"{_number(c['length_mae'], '{:.1f}')} | {_number(c.get('judge_ppl'), '{:.1f}')} | {bases} |")
+    lines += ["", "base: the base checkpoint each cell's seeds were fine-tuned from ("
+              + (", ".join(f"{letter} = {i}" for i, letter in letters.items()) or "none recorded") + "; ? = not "
+              "recorded). Cells of one letter started from the same weights and compare paired; across letters a "
+              "difference also holds the difference between two bases (another kind, or another training of one "
+              "config: GPU training is not bitwise repeatable)."]
     if summary.get("reference_judge_ppl") is not None:  # eval_eos --judge: the anchor for the samplers' numbers
         lines += ["", f"judge ppl: the perplexity of each answer under the --judge model (eval_eos.py); the held-out "
                       f"references score {summary['reference_judge_ppl']:.1f}."]

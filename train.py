@@ -141,13 +141,15 @@ def main(argv):
     # ---- model and optimizer: from scratch, fine-tuned from a checkpoint, or resumed ----
     model = build_model(cfg)
     generator = torch.Generator(device).manual_seed(cfg.seed + d.rank)  # draws t and the masks
-    step, best_val = 0, math.inf
+    step, best_val, lineage = 0, math.inf, None  # lineage: which checkpoint the weights started from
     if cfg.resume:
         ckpt = checkpoint.resolve(out_dir)
         checkpoint.load_weights(model, ckpt)
+        lineage = checkpoint.read_config(ckpt).get("lineage")
     elif cfg.init_from != "scratch":
         checkpoint.load_weights(model, cfg.init_from)
-        log(f"fine-tuning from {checkpoint.resolve(cfg.init_from)}")
+        lineage = checkpoint.lineage_of(cfg.init_from)
+        log(f"fine-tuning from {lineage['init_from']} (checkpoint id {lineage['init_from_id']})")
     model.to(device)
     # How the model is laid out on the GPUs (nanodllm/parallel.py): fp8 matmuls, recomputed activations, and
     # FSDP2 sharding; each must happen before the optimizer sees the parameters.
@@ -212,7 +214,7 @@ def main(argv):
         if master:
             state = dict(optimizer=optimizer_state, step=step, best_val=best_val, loaders=loaders, rng=rngs)
             path = checkpoint.save_checkpoint(out_dir, step, raw_model, config_to_dict(cfg), state,
-                                              keep=cfg.keep_checkpoints, weights=weights)
+                                              keep=cfg.keep_checkpoints, weights=weights, lineage=lineage)
             log(f"saved {path}")
 
     # ---- the loop ----

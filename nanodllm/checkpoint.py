@@ -3,7 +3,8 @@
 A run's out_dir holds numbered checkpoint directories and a pointer to the newest:
 
     out_dir/ckpt_0000400/model.safetensors   the weights (safe to load: no pickled code)
-    out_dir/ckpt_0000400/config.json         the model's shape and the training config
+    out_dir/ckpt_0000400/config.json         the model's shape, the training config, the checkpoint's id and its
+                                             lineage (the id of the checkpoint a fine-tune started from)
     out_dir/ckpt_0000400/state.pt            optimizer, step, loader cursor, RNG states (torch.load weights_only)
     out_dir/latest.json                      {"checkpoint": "ckpt_0000400"}
 
@@ -15,6 +16,7 @@ latest.json pointing at it. Older checkpoints beyond `keep` are deleted after th
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -38,10 +40,14 @@ def _write_json_atomic(path: Path, obj):
 
 
 def save_checkpoint(out_dir, step: int, model, train_config: dict, state: dict, keep: int = 2,
-                    weights: dict | None = None) -> Path:
+                    weights: dict | None = None, lineage: dict | None = None) -> Path:
     """Writes ckpt_{step}/ atomically and points latest.json at it. state: anything torch.save(weights_only)
     can round-trip (tensors, numbers, strings, lists, dicts): optimizer state dict, loader cursor, RNG.
-    weights: the full state dict when the model itself holds only a shard (FSDP); default model.state_dict()."""
+    weights: the full state dict when the model itself holds only a shard (FSDP); default model.state_dict().
+    lineage: where the run's weights started (see lineage_of), kept in config.json.
+
+    Every checkpoint gets a fresh random id. Two trainings of the same config and seed on a GPU do not give the
+    same weights, so a path or a config does not say which base a fine-tune started from; the id does."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt_{step:07d}"
@@ -51,7 +57,8 @@ def save_checkpoint(out_dir, step: int, model, train_config: dict, state: dict, 
     weights = model.state_dict() if weights is None else weights
     weights = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     save_file(weights, str(tmp / "model.safetensors"))
-    _write_json_atomic(tmp / "config.json", dict(model=model.config_dict(), train=train_config, step=step))
+    _write_json_atomic(tmp / "config.json", dict(model=model.config_dict(), train=train_config, step=step,
+                                                 id=uuid.uuid4().hex[:12], lineage=lineage))
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)  # a checkpoint of the same step from a crashed earlier attempt
     os.replace(tmp, final)
@@ -82,6 +89,13 @@ def read_config(path) -> dict:
         return json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path / 'config.json'} is corrupt ({e})") from e
+
+
+def lineage_of(init_from) -> dict:
+    """A fine-tune's lineage: the checkpoint it starts from, by path and by id (None for checkpoints written
+    before ids were)."""
+    path = resolve(init_from)
+    return dict(init_from=str(path), init_from_id=read_config(path).get("id"))
 
 
 def load_weights(model, path):

@@ -23,6 +23,22 @@ def test_round_trip(tmp_path):
     assert state["step"] == 10 and torch.equal(state["x"], torch.ones(3))
 
 
+def test_every_checkpoint_has_its_own_id_and_keeps_its_lineage(tmp_path):
+    model = tiny_model()
+    first = save(tmp_path / "base", model, 1)
+    second = save(tmp_path / "base", model, 2)  # the same weights, another checkpoint: another id
+    ids = [checkpoint.read_config(p)["id"] for p in (first, second)]
+    assert len(set(ids)) == 2 and all(len(i) == 12 for i in ids)
+    lineage = checkpoint.lineage_of(tmp_path / "base")  # a run's out_dir: its latest checkpoint
+    assert lineage == dict(init_from=str(second), init_from_id=ids[1])
+    save(tmp_path / "tuned", model, 1, lineage=lineage)
+    assert checkpoint.read_config(tmp_path / "tuned")["lineage"] == lineage
+    legacy = json.loads((second / "config.json").read_text())
+    del legacy["id"]  # written before checkpoints had ids
+    (second / "config.json").write_text(json.dumps(legacy))
+    assert checkpoint.lineage_of(second)["init_from_id"] is None
+
+
 def test_latest_pointer_and_keep(tmp_path):
     model = tiny_model()
     for step in (1, 2, 3):

@@ -144,6 +144,10 @@ def test_a_fine_tune_starts_from_the_base_final_weights(finished):
                           "--finetune_flags=--learning_rate=0 --min_lr=0"))
     base, tuned = weights(study_dir / "base" / "diffusion"), weights(study_dir / "runs" / "dllm_var-s7")
     assert base.keys() == tuned.keys() and all((base[k] == tuned[k]).all() for k in base)
+    base_id = read_config(study_dir / "base" / "diffusion")["id"]
+    assert read_config(study_dir / "runs" / "dllm_var-s7")["lineage"]["init_from_id"] == base_id
+    results = json.loads((study_dir / "eval" / "dllm_var-s0" / "block" / "results.json").read_text())
+    assert results["model"]["base_id"] == base_id  # what the report's base column reads
     earlier = weights(study_dir / "base" / "diffusion", step=2)
     assert any((earlier[k] != base[k]).any() for k in base)  # so the test tells the final weights apart
 
@@ -161,12 +165,14 @@ def test_collect_then_merge_reports_the_same(finished, tmp_path):
             == json.loads((study_dir / "report" / "study.json").read_text()))
 
 
-def write_evaluation(study_dir, name, sampler, rows, judged=None):
-    """judged: (the answers' perplexity, the references') under eval_eos --judge, if it was given"""
+def write_evaluation(study_dir, name, sampler, rows, judged=None, base_id="base0"):
+    """judged: (the answers' perplexity, the references') under eval_eos --judge, if it was given; base_id: the
+    checkpoint id of the base the model was fine-tuned from"""
     out = study_dir / "eval" / name / sampler
     out.mkdir(parents=True)
     results = dict(data=dict(dataset="lengthtask", num_samples=len(rows)), reference=dict(mean_length=2.0),
-                   quality=dict(val_nll=1.5), samplers={sampler: dict(mean_generated=2.0, mae=0.5)})
+                   quality=dict(val_nll=1.5), samplers={sampler: dict(mean_generated=2.0, mae=0.5)},
+                   model=dict(base_id=base_id))
     if judged:
         results["samplers"][sampler]["gen_ppl"], results["reference"]["gen_ppl"] = judged
     (out / "results.json").write_text(json.dumps(results))
@@ -205,7 +211,22 @@ def test_report_gives_the_judge_perplexity_as_the_mean_over_seeds(tmp_path):
     summary = json.loads((tmp_path / "report" / "study.json").read_text())
     assert (summary["cells"][0]["judge_ppl"], summary["reference_judge_ppl"]) == (15.0, 8.0)
     table = (tmp_path / "report" / "study.md").read_text()
-    assert "| 1.500 | 2.0 | 0.5 | 15.0 |" in table and "the held-out references score 8.0" in table
+    assert "| 1.500 | 2.0 | 0.5 | 15.0 | A |" in table and "the held-out references score 8.0" in table
+
+
+def test_report_says_which_cells_share_a_base(tmp_path):
+    """Seeds fine-tuned from two trainings of the base (two sessions, merged) are marked, not silently pooled."""
+    rows = [dict(prompt="Count from 3 to 4\nAnswer:", reference=" 3 4", block=" 3 4", finished=dict(block=True))]
+    write_evaluation(tmp_path, "block_pad-s0", "block", rows, base_id="first")
+    write_evaluation(tmp_path, "block_pad-s1", "block", rows, base_id="second")
+    write_evaluation(tmp_path, "dllm_var-s0", "block", rows, base_id="first")
+    write_evaluation(tmp_path, "eos_pad-s0", "block", rows, base_id=None)  # written before checkpoints had ids
+    study.report(tmp_path)
+    cells = json.loads((tmp_path / "report" / "study.json").read_text())["cells"]
+    assert [c["base_ids"] for c in cells] == [["first", "second"], ["first"], [None]]
+    table = (tmp_path / "report" / "study.md").read_text()
+    assert "| A,B |" in table.splitlines()[6] and table.splitlines()[7].endswith("| A |")
+    assert table.splitlines()[8].endswith("| ? |") and "(A = first, B = second; ? = not recorded)" in table
 
 
 def test_cli_errors_are_one_line(capsys):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train
-from nanodllm import recipes
+from nanodllm import checkpoint, recipes
 from nanodllm.config import ConfigError, TrainConfig, config_to_dict, load_config
 from nanodllm.data import Batch
 from nanodllm.prepare import read_meta
@@ -132,9 +132,15 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
 
 def test_fine_tune_from_a_checkpoint(tmp_path, tiny_data):
     run(tmp_path / "pre", tiny_data, "--max_iters=5", "--eval_interval=5")
-    model = run(tmp_path / "ft", tiny_data, "--max_iters=2", "--eval_interval=2", "--recipe=dllm_var",
-                f"--init_from={tmp_path / 'pre' / 'out'}")
+    tune = ["--eval_interval=2", "--recipe=dllm_var", f"--init_from={tmp_path / 'pre' / 'out'}"]
+    model = run(tmp_path / "ft", tiny_data, "--max_iters=2", *tune)
     assert model is not None
+    # every checkpoint of the fine-tune names the base checkpoint it started from, after a resume too
+    base = checkpoint.read_config(tmp_path / "pre" / "out")
+    run(tmp_path / "ft", tiny_data, "--max_iters=4", *tune, "--resume")
+    tuned = checkpoint.read_config(tmp_path / "ft" / "out")
+    assert tuned["step"] == 4 and tuned["lineage"]["init_from_id"] == base["id"] and base["lineage"] is None
+    assert tuned["lineage"]["init_from"] == str(checkpoint.resolve(tmp_path / "pre" / "out"))
     with pytest.raises(Exception, match="another model config"):
         run(tmp_path / "bad", tiny_data, "--max_iters=2", "--n_layer=3", f"--init_from={tmp_path / 'pre' / 'out'}")
 
