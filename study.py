@@ -455,7 +455,8 @@ def summarize(study_dir: Path) -> dict:
                           mean_length=_mean(r["samplers"][sampler]["mean_generated"] for r in results),
                           length_mae=_mean(r["samplers"][sampler]["mae"] for r in results),
                           lengths=[n for r in results for n in r["samplers"][sampler].get("generated_lengths", [])],
-                          judge_ppl=_mean(r["samplers"][sampler].get("gen_ppl") for r in results)))
+                          judge_ppl=_mean(r["samplers"][sampler].get("gen_ppl") for r in results),
+                          eos_last_slot=_mean(r["samplers"][sampler].get("eos_last_slot") for r in results)))
     first = next(iter(next(iter(found.values())).values()))[0]
     return dict(dataset=dataset, num_samples=first["data"]["num_samples"],
                 reference_mean_length=first["reference"]["mean_length"],
@@ -489,15 +490,19 @@ def markdown(summary: dict, figures: list[str]) -> str:
              f"and len MAE are means over seeds; each recipe's NLL bound scores its own tokens (ar: every token, "
              f"prompts too), so compare it only between recipes that score the same.", "",
              "| recipe | sampler | seeds | " + " | ".join(rate_headers)
-             + " | val NLL | mean len | len MAE | judge ppl | base |",
-             "|---|---|---|" + "---:|" * (len(RATES) + 4) + "---|"]
+             + " | val NLL | mean len | len MAE | judge ppl | EOS in last slot | base |",
+             "|---|---|---|" + "---:|" * (len(RATES) + 5) + "---|"]
     for c in summary["cells"]:
         bases = ",".join(dict.fromkeys(letters.get(i, "?") for i in c.get("base_ids", [])))
         lines.append(f"| {c['recipe']} | {c['sampler']} | {','.join(map(str, c['seeds']))} | "
                      + " | ".join(_interval(c["rates"][rate]) for rate, _ in RATES)
                      + f" | {_number(c['val_nll'], '{:.3f}')} | {_number(c['mean_length'], '{:.1f}')} | "
-                       f"{_number(c['length_mae'], '{:.1f}')} | {_number(c.get('judge_ppl'), '{:.1f}')} | {bases} |")
-    lines += ["", "base: the base checkpoint each cell's seeds were fine-tuned from ("
+                       f"{_number(c['length_mae'], '{:.1f}')} | {_number(c.get('judge_ppl'), '{:.1f}')} | "
+                       f"{_number(c.get('eos_last_slot'), '{:.0%}')} | {bases} |")
+    lines += ["", "EOS in last slot: the share of finished answers whose EOS fell in the last slot of a decoding "
+              "block (block sampler; about 1/32 for EOSs spread evenly over blocks of 32): the shortcut \"EOS at "
+              "the end of what I see\" shows as a large share.",
+              "", "base: the base checkpoint each cell's seeds were fine-tuned from ("
               + (", ".join(f"{letter} = {i}" for i, letter in letters.items()) or "none recorded") + "; ? = not "
               "recorded). Cells of one letter started from the same weights and compare paired; across letters a "
               "difference also holds the difference between two bases (another kind, or another training of one "

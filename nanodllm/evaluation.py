@@ -26,7 +26,8 @@ from tqdm import tqdm
 from nanodllm import metrics
 from nanodllm.config import ConfigError, config_from_dict
 from nanodllm.prepare import load_split
-from nanodllm.sampler import GenerationStats, batches, generate, make_canvas
+from nanodllm.sampler import GenerationStats, batches, block_offset, decoding_block_size, generate, make_canvas
+from nanodllm.sampler import knobs as sampler_knobs  # a name apart from the knobs dicts passed around here
 from nanodllm.tasks import Example, score
 from nanodllm.tokenizer import get_tokenizer
 from nanodllm.training import evaluate
@@ -178,6 +179,11 @@ def generation_results(model, samplers, pairs, knobs: dict, dataset: str, judge,
                       seconds=stats.seconds, total_tokens=stats.total_tokens)
         if bounds:
             scores["mean_length_bound"] = float(np.mean(bounds))
+        if name == "block":  # where in its blocks each EOS fell: the shortcut "EOS at the block's end" shows here
+            size = decoding_block_size(model, sampler_knobs("block", **knobs)["block_size"])
+            offsets = [block_offset(model, len(p)) for p in prompts]
+            slots = metrics.eos_block_slots(offsets, scores["generated_lengths"], scores["finished"], size)
+            scores.update(eos_block_slots=slots["histogram"], eos_last_slot=slots["last_slot"])
         results[name], texts[name] = scores, [tok.decode(r) for r in responses]
         print(f"{name}: {stats}")
     return results, texts

@@ -162,6 +162,18 @@ def length_metrics(generated, reference) -> dict:
                 pearson=pearson(generated, reference), wasserstein=wasserstein_1d(generated, reference))
 
 
+def eos_block_slots(offsets, lengths, finished, block_size: int) -> dict:
+    """Where in its decoding block each finished answer's EOS fell: slot (offset + length) mod block_size, where
+    offset is where the prompt ends inside its block (sampler.block_offset) and length the answer's tokens before
+    the EOS. A model that learned "EOS at the end of what I can see" puts it in the block's last slot whatever the
+    answer (dllm_var with sample attention: 80% of its length-suite answers); one that learned it from the content
+    puts it where the answer's length falls. Returns the histogram over the block's slots and the last slot's share
+    (None with no finished answer)."""
+    slots = [(o + n) % block_size for o, n, done in zip(offsets, lengths, finished) if done]
+    histogram = np.bincount(np.array(slots, dtype=np.int64), minlength=block_size)
+    return dict(histogram=histogram.tolist(), last_slot=float(histogram[-1] / len(slots)) if slots else None)
+
+
 def accuracy(flags) -> float:
     """Fraction of True among per-sample booleans (exact match, exact length, ...); nan for no samples."""
     return _mean(_numpy(flags).astype(bool))

@@ -15,6 +15,7 @@ SAMPLER_COLUMNS = [("terminated", "termination_rate", "{:.0%}"), ("mean len", "m
                    ("len MAE", "mae", "{:.1f}"), ("rel. err", "rel_error", "{:.2f}"),
                    ("Pearson r", "pearson", "{:.2f}"), ("W1", "wasserstein", "{:.1f}"),
                    ("exact match", "exact_match", "{:.0%}"), ("exact length", "exact_length", "{:.0%}"),
+                   ("EOS in a block's last slot", "eos_last_slot", "{:.0%}"),
                    ("rep-4", "repetition", "{:.2f}"), ("gen PPL", "gen_ppl", "{:.2f}"),
                    ("tokens/s", "tokens_per_s", "{:.0f}"), ("NFE/token", "nfe_per_token", "{:.3f}")]
 MODEL_COLUMNS = [("val NLL", "val_nll", "{:.4f}"), ("EOS exact (1st step)", "eos_exact", "{:.0%}"),

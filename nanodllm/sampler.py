@@ -288,9 +288,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id, "block_diffusion_generate")
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
+    block_size = decoding_block_size(model, block_size)
     first, segments = P, None
     if cfg.attention == "block_causal":  # decoded in the blocks it was trained on (recipes.two_stream)
-        block_size = cfg.attn_block_size
         segments = torch.arange(total, device=x.device) // block_size  # (total,) the block of every column
         first = P - P % block_size  # the block that holds the prompt's end comes first, its masks after it
     step = DecodingStep(model, kv, segments, graphs=cuda_graphs)
@@ -537,6 +537,19 @@ def generate(name: str, model, prompts, *, generator=None, trace=None, **given):
     return SAMPLERS[name](model, prompts, generator=generator, trace=trace, **chosen)
 
 
+def block_offset(model, prompt_length: int) -> int:
+    """Where a prompt ends inside the blocks block_diffusion_generate decodes it in: a block_causal model counts
+    its blocks from the row's first column (attn_block_size, as it was trained), so the prompt ends at its length
+    modulo the block; any other model's first block starts right after the prompt (offset 0)."""
+    cfg = model.config
+    return prompt_length % cfg.attn_block_size if cfg.attention == "block_causal" else 0
+
+
+def decoding_block_size(model, block_size: int) -> int:
+    """The blocks block_diffusion_generate decodes in: a block_causal model's own, any other's block_size."""
+    return model.config.attn_block_size if model.config.attention == "block_causal" else block_size
+
+
 def batches(model, prompts, batch_size: int) -> list[list[int]]:
     """The indices of `prompts` in batches of at most batch_size, to decode together.
 
@@ -547,8 +560,8 @@ def batches(model, prompts, batch_size: int) -> list[list[int]]:
     a model a batch holds only prompts of equal length modulo the block: their padding is whole blocks, and each
     row is computed exactly as if it were alone. The price is more, smaller batches (200 TinyStories prompts fall
     into 19 of 32 residues: 19 batches where batch_size 100 made 2)."""
-    cfg = model.config
-    offset = (lambda i: len(prompts[i]) % cfg.attn_block_size) if cfg.attention == "block_causal" else (lambda i: 0)
+    def offset(i):
+        return block_offset(model, len(prompts[i]))
     out = []
     for _, group in itertools.groupby(sorted(range(len(prompts)), key=offset), key=offset):  # stable: input order
         group = list(group)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nanodllm import evaluation
+from nanodllm.sampler_stats import GenerationStats
 from nanodllm.tokenizer import get_tokenizer
 from tests.conftest import tiny_model
 
@@ -64,3 +65,18 @@ def test_a_block_causal_model_decodes_each_prompt_as_if_alone():
     for i, pair in enumerate(pairs):
         alone, _ = evaluation.first_step_eos(model, [pair], 8, 0.0, 1, 0, nullcontext())
         torch.testing.assert_close(eos_prob[i], alone[0])
+
+
+@pytest.mark.parametrize("attention, expected", [("block_causal", [1, 0, 0, 1]), ("bidirectional", [0, 1, 1, 0])])
+def test_block_sampler_results_say_where_in_its_blocks_each_eos_fell(monkeypatch, attention, expected):
+    """A block_causal model's blocks are counted from the row's start (prompt lengths 3 and 1 end at slots 3 and
+    1 of a block of 4), any other model's from the prompt's end; an unfinished answer has no EOS to place."""
+    tok = get_tokenizer()
+    model = tiny_model(attention=attention, attn_block_size=4).eval()
+    pairs = [([1, 2, 3], [7]), ([4], [7, 7]), ([5, 6], [7])]
+    completions = [[7, tok.eos_id], [7, 7, tok.eos_id], [7, 7, 7]]  # answers of 1 and 2 tokens, then one cut off
+    stats = GenerationStats.of(completions, tok.eos_id, 1, 3, 1.0)
+    monkeypatch.setattr(evaluation, "generate_all", lambda *args: (completions, stats, []))
+    results, _ = evaluation.generation_results(model, ["block"], pairs, dict(block_size=4), "tinystories", None, 3, 0,
+                                               nullcontext())
+    assert results["block"]["eos_block_slots"] == expected and results["block"]["eos_last_slot"] == expected[-1] / 2

@@ -119,3 +119,11 @@ def test_judge_perplexity_reads_each_prompt_after_an_eos():
 def test_generative_perplexity_needs_a_causal_judge():
     with pytest.raises(ValueError, match="causal"):
         metrics.generative_perplexity(tiny_model(), [[1]], [[2]])
+
+
+def test_eos_block_slots():
+    # prompts ending at slots 0, 5 and 2 of blocks of 8; answers of 7, 2 and 3 tokens (the last unfinished)
+    out = metrics.eos_block_slots([0, 5, 2], [7, 2, 3], [True, True, False], 8)
+    assert out == dict(histogram=[0, 0, 0, 0, 0, 0, 0, 2], last_slot=1.0)
+    assert metrics.eos_block_slots([0, 0], [1, 9], [True, True], 8)["histogram"][1] == 2  # 9 wraps into the next block
+    assert metrics.eos_block_slots([0], [3], [False], 8) == dict(histogram=[0] * 8, last_slot=None)

@@ -21,8 +21,8 @@ def results(label, recipe, samplers, first_step=None):
 
 
 BLOCK = dict(termination_rate=0.8, mean_generated=11.0, mae=2.0, rel_error=0.25, pearson=0.5, wasserstein=1.5,
-             exact_match=0.4, exact_length=0.6, repetition=0.05, gen_ppl=None, tokens_per_s=100.0,
-             nfe_per_token=0.25)
+             exact_match=0.4, exact_length=0.6, eos_last_slot=0.125, repetition=0.05, gen_ppl=None,
+             tokens_per_s=100.0, nfe_per_token=0.25)
 
 
 def test_markdown_report():
@@ -30,8 +30,8 @@ def test_markdown_report():
                                                                          mae=1.0, p_eos_true=0.2, mrr=0.6)})
     md = report.markdown_report(results("m", "dllm_var", {"block": BLOCK}, first_step))
     assert md.startswith("# m: bidirectional model, recipe dllm_var, step 100\n")
-    assert "| block | 80% | 11.0 | 2.0 | 0.25 | 0.50 | 1.5 | 40% | 60% | 0.05 | - | 100 | 0.250 |" in md
-    assert "| reference | - | 12.5 | - | - | - | - | - | - | 0.10 | 3.00 | - | - |" in md
+    assert "| block | 80% | 11.0 | 2.0 | 0.25 | 0.50 | 1.5 | 40% | 60% | 12% | 0.05 | - | 100 | 0.250 |" in md
+    assert "| reference | - | 12.5 | - | - | - | - | - | - | - | 0.10 | 3.00 | - | - |" in md
     assert "| 0% | 4 | 50% | 75% | 1.0 | 0.200 | 0.600 |" in md and "- ar skipped: not causal" in md
     assert "1.5000 nats/token" in md and "![lengths_hist.png](lengths_hist.png)" in md
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from nanodllm.model import ModelConfig, Transformer
-from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate,
-                              generate, knobs, knobs_from_flags, left_pad, length_bound_generate, llada_generate,
-                              next_power_of_two, num_transfer_tokens, trim_at_eos)
+from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate, block_offset,
+                              decoding_block_size, generate, knobs, knobs_from_flags, left_pad, length_bound_generate,
+                              llada_generate, next_power_of_two, num_transfer_tokens, trim_at_eos)
 
 MASK, EOS, PAD = 63, 62, 61
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
@@ -601,6 +601,13 @@ def test_batches_of_a_block_causal_model_hold_prompts_of_equal_length_modulo_its
     assert batches(tiny_model("block_causal"), prompts, 2) == [[1, 2], [3], [0, 4]]  # mod 8: 1, 2, 3; input order
     assert batches(tiny_model("block_causal"), prompts, 5) == [[1, 2], [3], [0, 4]]
     assert batches(tiny_model("bidirectional"), prompts, 2) == [[0, 1], [2, 3], [4]]  # others: in order
+
+
+def test_where_a_prompt_ends_in_its_decoding_blocks():
+    block_causal, other = tiny_model("block_causal"), tiny_model("bidirectional")  # attn_block_size 8
+    assert [block_offset(block_causal, n) for n in (3, 8, 11)] == [3, 0, 3]  # blocks from the row's start
+    assert [block_offset(other, n) for n in (3, 8, 11)] == [0, 0, 0]  # blocks from the prompt's end
+    assert (decoding_block_size(block_causal, 32), decoding_block_size(other, 32)) == (8, 32)
 
 
 def fill_cascade(model, prompt_len: int, block: int):

@@ -211,7 +211,7 @@ def test_report_gives_the_judge_perplexity_as_the_mean_over_seeds(tmp_path):
     summary = json.loads((tmp_path / "report" / "study.json").read_text())
     assert (summary["cells"][0]["judge_ppl"], summary["reference_judge_ppl"]) == (15.0, 8.0)
     table = (tmp_path / "report" / "study.md").read_text()
-    assert "| 1.500 | 2.0 | 0.5 | 15.0 | A |" in table and "the held-out references score 8.0" in table
+    assert "| 1.500 | 2.0 | 0.5 | 15.0 | - | A |" in table and "the held-out references score 8.0" in table
 
 
 def test_report_says_which_cells_share_a_base(tmp_path):
