@@ -45,7 +45,7 @@ import torch
 
 from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
-from nanodllm.sampler import GenerationStats, generate, knobs
+from nanodllm.sampler import GenerationStats, batches, generate, knobs
 from nanodllm.system import Dist, autocast, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -175,16 +175,23 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
-    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    decode_all = lambda: [run_sampler(name, model, b, args, threshold) for b in batches]
+    # a block_causal model decodes each row as if alone only among prompts of equal length modulo its block
+    # (sampler.batches): its batches may be smaller, which is what exact decoding costs it
+    rows = batches(model, prompts, batch_size)
+    batched = [[prompts[i] for i in r] for r in rows]
+    decode_all = lambda: [run_sampler(name, model, b, args, threshold) for b in batched]
     graphed = name.endswith("_graphs")
     with autocast(device, dtype):
-        for b in batches if graphed else batches[:1]:  # graphs: record every shape the timed calls will replay
+        for b in batched if graphed else batched[:1]:  # graphs: record every shape the timed calls will replay
             run_sampler(name, model, b, args, threshold, warmup=not graphed)
         results = decode_all()
         stats = GenerationStats.combine([s for _, s in results])
         where = time_per_pass(profiling.profile_steps(decode_all, 1, device), stats.nfe) if args.profile else None
-    return pairs, [c for out, _ in results for c in out], stats, where
+    completions = [None] * len(prompts)
+    for r, (out, _) in zip(rows, results):
+        for i, completion in zip(r, out):
+            completions[i] = completion
+    return pairs, completions, stats, where
 
 
 def time_per_pass(profile: dict, nfe: int) -> dict:

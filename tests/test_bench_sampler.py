@@ -1,6 +1,7 @@
 """bench_sampler.py end to end on the CPU: tiny random checkpoints, TinyStories prompts, every sampler."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ import torch
 import bench_sampler
 from nanodllm.checkpoint import save_checkpoint
 from nanodllm.config import TrainConfig, config_to_dict
+from nanodllm.sampler_stats import GenerationStats
 from nanodllm.training import build_model
+from tests.conftest import tiny_model
 
 TINY = dict(dataset="tinystories", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, block_size=128, compile=False,
             device="cpu")
@@ -202,3 +205,21 @@ def test_a_run_cut_off_keeps_the_rows_it_measured(checkpoints, tiny_data, tmp_pa
     bench_sampler.main(flags)
     r = json.loads(out.read_text())
     assert [row["sampler"] for row in r["results"]] == ["block", "ar"] and r["complete"] and "| " in r["table"]
+
+
+def test_a_block_causal_model_is_benchmarked_in_batches_of_equal_length_modulo_its_block(monkeypatch):
+    """As eval_eos decodes it (sampler.batches): each row as if alone; the completions come back in the pairs'
+    order."""
+    calls = []
+
+    def fake(name, model, prompts, args, threshold=None, warmup=False):
+        calls.append([len(p) % 8 for p in prompts])
+        out = [[len(p)] for p in prompts]
+        return out, GenerationStats.of(out, 0, 1, len(out), 1.0)
+
+    monkeypatch.setattr(bench_sampler, "run_sampler", fake)
+    pairs = [(list(range(n)), [1]) for n in (3, 1, 9, 11, 2)]  # lengths mod 8: 3 1 1 3 2
+    _, completions, _, _ = bench_sampler.bench("block", tiny_model(attention="block_causal", attn_block_size=8), pairs, 4,
+                                               SimpleNamespace(profile=False), torch.device("cpu"), "float32")
+    assert all(len(set(c)) == 1 for c in calls) and sorted(map(len, calls[1:])) == [1, 2, 2]
+    assert completions == [[3], [1], [9], [11], [2]]
