@@ -13,14 +13,16 @@ model evaluated with every sampler, then the tables (rates with intervals, overa
 It drives train.py and eval_eos.py through their command lines, as subprocesses (--dry_run prints them).
 
 Stages (--stage, comma-separated; default all four, in this order):
-  base      the shared masked-diffusion base (config/study/<dataset>_base.py: LLaDA's pretraining, t over (0, 1])
-            and, if ar is among the recipes (or a recipe@ar, below), the AR baseline's own causal base (the same
-            file + config/recipes/ar.py).
+  base      the bases the named recipes start from: the shared masked-diffusion base (config/study/<dataset>_base.py:
+            LLaDA's pretraining, t over (0, 1]) for the diffusion recipes, and for ar (or a recipe@ar, below) the
+            AR baseline's own causal base (the same file + config/recipes/ar.py). --recipes=block_pad@ar alone
+            trains the causal base only.
   finetune  every recipe x seed from its base (--init_from): config/study/<dataset>_sft.py + config/recipes/<recipe>.py,
             --seed=<seed> (the fine-tune's data order and masks; the base is shared by every seed).
             <recipe>@<base> starts a recipe from the other base: block_pad@ar is the block_pad recipe fine-tuned
-            from the causal AR base, as DiffuGPT adapts GPT-2 (an AR model has learned the content already; whether
-            its weights also help a masked-diffusion recipe learn where to stop is the question). DiffuGPT also
+            from the causal AR base, as DiffuGPT adapts GPT-2 (an AR model has learned the content already; on the
+            length suite its weights made block_pad the first recipe to stop at the right place: docs/study.md).
+            DiffuGPT also
             shifts the outputs by one position, so the AR head keeps predicting the next token; here the fine-tune
             has to learn to predict a masked position's own token. Its runs are runs/block_pad@ar-s<seed>, its
             rows "block_pad@ar".
@@ -58,9 +60,9 @@ the calls of one warm machine) and chain the stages, one or two per call, each e
 An interrupted stage keeps its checkpoints and still collects; the same command resumes it. The next call must
 come while the machine is still warm (30 s after a call, here): a later one gets a fresh machine without /root/ck,
 and the runs start over (this lost one session's fine-tunes). A process started in a new session (setsid) is not
-killed when its call returns and runs on while the machine is held (the device's notes; tested here on a killed
-process group, not yet on the device): scripts/device_job.sh starts a study so in the first call, and each later
-call waits for it and collects, so nothing is cut at a call's end. Each run keeps only
+killed when its call returns and runs on while the machine is held (tested here on a killed process group, and
+used on the H200 since): scripts/device_job.sh starts a study so in the first call, and each later call waits for
+it and collects, so nothing is cut at a call's end. Each run keeps only
 its latest checkpoint (config/study/*.py): at the gpt2 preset one is ~2 GB, and 21 runs with two each filled the
 H200 machine's 64 GiB disk.
 """
@@ -90,6 +92,10 @@ ROOT = Path(__file__).resolve().parent
 STAGES = ("base", "finetune", "eval", "report")
 DATASETS = ("lengthtask", "tinystories")
 DIFFUSION_SAMPLERS = ("block", "llada", "length_bound")
+
+# The whole study (no --recipes) runs every recipe from its own base, and these from the other one too: block_pad
+# from the AR base is the one recipe that has stopped at the right place (docs/study.md).
+FROM_OTHER_BASE = ("block_pad@ar",)
 
 # The length suite is generated from a seed, TrainConfig's data_seed, apart from the training seed: every
 # fine-tune seed trains on the same suite, and every model is evaluated on the same held-out prompts.
@@ -145,7 +151,8 @@ def parse_args(argv=None):
     p.add_argument("--stage", default=",".join(STAGES), help="comma-separated, of %(default)s")
     p.add_argument("--recipes", default=None,
                    help="comma-separated names of config/recipes/*.py, each may end in @ar or @diffusion (the base "
-                        "it starts from; default: its own); default: all of them")
+                        "it starts from; default: its own); default: all of them, and "
+                        + ",".join(FROM_OTHER_BASE))
     p.add_argument("--seeds", default="0,1,2", help="fine-tune seeds, comma-separated (default: %(default)s)")
     p.add_argument("--samplers", default=",".join(DIFFUSION_SAMPLERS),
                    help="the diffusion models' samplers (ar models always use ar; default: %(default)s)")
@@ -165,7 +172,8 @@ def parse_args(argv=None):
     if not args.stages or set(args.stages) - set(STAGES):
         p.error(f"--stage must name some of {STAGES}, got {args.stage!r}")
     available = sorted(f.stem for f in (ROOT / "config" / "recipes").glob("*.py"))
-    args.recipes = [r.strip() for r in (args.recipes or ",".join(available)).split(",") if r.strip()]
+    args.recipes = [r.strip() for r in (args.recipes or ",".join(available + list(FROM_OTHER_BASE))).split(",")
+                    if r.strip()]
     wrong = [r for r in args.recipes if recipe_of(r) not in available or base_named(r) not in (None, *BASES)]
     if not args.recipes or wrong:
         p.error(f"--recipes must name some of {available} (config/recipes/*.py), each optionally @ one of {BASES} "

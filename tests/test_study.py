@@ -72,6 +72,12 @@ def test_a_recipe_at_a_base_starts_from_that_base(tmp_path):
     assert [b.name for b in study.plan(alone)[0]] == ["base-ar"]
 
 
+def test_the_whole_study_runs_every_recipe_file_and_block_pad_from_the_ar_base(tmp_path):
+    runs = study.plan(study.parse_args([f"--study_dir={tmp_path}", "--seeds=0"]))[1]
+    files = sorted(f.stem for f in (study.ROOT / "config" / "recipes").glob("*.py"))
+    assert sorted(r.name for r in runs) == sorted([f"{name}-s0" for name in files] + ["block_pad@ar-s0"])
+
+
 def test_a_diffusion_recipe_fine_tunes_from_the_ar_base_weights(tmp_path, tiny_data):
     """The causal base's weights load into the block-causal recipe (attention holds no weights): with a learning
     rate of 0 the fine-tune ends on them."""
