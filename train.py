@@ -35,7 +35,7 @@ from nanodllm.config import ConfigError, TrainConfig, config_to_dict, help_text,
 from nanodllm.model import PRESETS
 from nanodllm.prepare import HUB, DataError, describe
 from nanodllm.training import (build_model, configure_optimizer, data_dir, evaluate, learning_rate, load_splits,
-                               loss_function, make_loader)
+                               loss_function, make_loader, model_config)
 
 DATASETS = (*HUB, "lengthtask")
 LOWER_LR = "lower learning_rate, or check the data"
@@ -72,6 +72,7 @@ def check_config(cfg: TrainConfig, device: torch.device):
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
     try:
         recipes.loader_options(cfg)  # pad_token, attention_scope and whether they fit the recipe
+        model_config(cfg)  # the model keys: attention, the sizes
     except ValueError as e:
         raise ConfigError(str(e)) from None
     system.autocast(device, cfg.dtype)  # checks the dtype's name

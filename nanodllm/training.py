@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nanodllm import recipes
 from nanodllm.config import ConfigError, TrainConfig
 from nanodllm.data import PackedLoader
-from nanodllm.model import Transformer, preset
+from nanodllm.model import ModelConfig, Transformer, preset
 from nanodllm.prepare import PreparedSplit, ensure_prepared, load_split
 
 MODEL_OVERRIDES = ("n_layer", "n_head", "d_model", "mlp_hidden", "attn_block_size")
@@ -35,14 +35,20 @@ def make_loader(cfg: TrainConfig, split: PreparedSplit, *, train: bool, rank=0, 
                         rank=rank, world_size=world_size, **recipes.loader_options(cfg))
 
 
-def build_model(cfg: TrainConfig) -> Transformer:
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The model a training config asks for: its preset with the config's overrides (a ValueError if they do not
+    make a model, e.g. an unknown attention)."""
     overrides = {k: getattr(cfg, k) for k in MODEL_OVERRIDES if getattr(cfg, k)}
     if cfg.n_head and "n_kv_head" not in overrides:
         overrides["n_kv_head"] = cfg.n_head
     attention = cfg.attention or recipes.default_attention(cfg.recipe)
     # The model's context is the length it is trained on: a sampler's canvas past it would ask for positions the
     # model never saw. The checkpoint records it, and every sampler checks against it.
-    return Transformer(preset(cfg.model, attention=attention, max_seq_len=cfg.block_size, **overrides))
+    return preset(cfg.model, attention=attention, max_seq_len=cfg.block_size, **overrides)
+
+
+def build_model(cfg: TrainConfig) -> Transformer:
+    return Transformer(model_config(cfg))
 
 
 LOSS_GATHERS = ("mask", "indices", "dense")

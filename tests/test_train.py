@@ -189,6 +189,8 @@ def write_bad_source(tmp_path, kind) -> Path:
     (["--attention_scope=sample", "--recipe=ar"], 2, "attention_scope='sample' is for the packed diffusion recipes"),
     (["--device=cuda"], 2, "CUDA is not available here: use --device=cpu"),
     (["missing.py"], 2, "config file missing.py not found"),
+    (["--attention=full"], 2, "attention must be one of ('bidirectional', 'causal', 'block_causal'), got 'full'"),
+    (["--n_head=5"], 2, "d_model (384) must divide by n_head (5)"),
 ])
 def test_usage_mistakes_give_one_error_line(args, code, message):
     if "--device=cuda" in args and torch.cuda.is_available():
