@@ -22,10 +22,10 @@ Stages (--stage, comma-separated; default all four, in this order):
             <recipe>@<base> starts a recipe from the other base: block_pad@ar is the block_pad recipe fine-tuned
             from the causal AR base, as DiffuGPT adapts GPT-2 (an AR model has learned the content already; on the
             length suite its weights made block_pad the first recipe to stop at the right place: docs/study.md).
-            DiffuGPT also
-            shifts the outputs by one position, so the AR head keeps predicting the next token; here the fine-tune
-            has to learn to predict a masked position's own token. Its runs are runs/block_pad@ar-s<seed>, its
-            rows "block_pad@ar".
+            DiffuGPT also shifts the outputs by one position, so the AR head keeps predicting the next token; by
+            default the fine-tune has to learn to predict a masked position's own token instead, and
+            --finetune_flags=--output_shift=True keeps DiffuGPT's shift (model.py). Its runs are
+            runs/block_pad@ar-s<seed>, its rows "block_pad@ar".
   eval      eval_eos.py for every fine-tuned model x sampler (an ar model: the ar sampler), on the same held-out
             prompts: the first --num_samples of the validation split of the fixed evaluation data.
   report    the tables and figures of every evaluation found in the study directory, whichever session made it.

@@ -105,9 +105,10 @@ def load_weights(model, path):
     saved = read_config(path)["model"]
     current = model.config_dict()
     # These hold no weights: max_seq_len sizes the RoPE tables (a model may be loaded with a longer one), and the
-    # attention pattern may change in a fine-tune (a bidirectional base fine-tuned with block_diffusion's blocks).
+    # attention pattern may change in a fine-tune (a bidirectional base fine-tuned with block_diffusion's blocks),
+    # and so may output_shift (an AR base adapted as DiffuGPT does; a checkpoint older than the key has none).
     differing = {k: (saved.get(k), v) for k, v in current.items()
-                 if saved.get(k) != v and k not in ("max_seq_len", "attention", "attn_block_size")}
+                 if saved.get(k) != v and k not in ("max_seq_len", "attention", "attn_block_size", "output_shift")}
     if differing:
         lines = "\n".join(f"  {k}: checkpoint {a!r}, this model {b!r}" for k, (a, b) in differing.items())
         raise CheckpointError(f"checkpoint {path} is from another model config:\n{lines}")

@@ -55,6 +55,7 @@ class TrainConfig:
     model: str = "tiny"  # a preset of nanodllm.model.PRESETS
     attention: str = ""  # "" = the recipe's default (causal for ar, block_causal for block recipes, else bidirectional)
     attn_block_size: int = 32  # block recipes / block_causal attention: tokens per block (the sampler's block)
+    output_shift: bool = False  # predict each token from the output of the one before it (DiffuGPT; an AR base)
     n_layer: int = 0  # 0 = the preset's value (likewise below)
     n_head: int = 0  # attention heads
     d_model: int = 0  # width

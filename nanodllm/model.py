@@ -2,7 +2,7 @@
 
 A masked-diffusion LM is an ordinary transformer with two changes: attention is not causal (every position sees
 the whole sequence, since the tokens to predict are scattered anywhere), and the targets are the input tokens
-themselves at the masked positions (no shift by one). Everything else is LLaMA's recipe as LLaDA uses it:
+themselves at the masked positions (no shift by one; `output_shift` puts DiffuGPT's shift back, below). Everything else is LLaMA's recipe as LLaDA uses it:
 RMSNorm before each sub-layer, rotary position embeddings (RoPE), a SwiGLU MLP, no biases, an output head that
 is not tied to the input embedding. Parameter names follow LLaDA's checkpoints (`transformer.blocks.3.q_proj`,
 `ff_out`, ...) so its published weights load with a plain rename (nanodllm/llada.py's from_pretrained).
@@ -16,6 +16,11 @@ The `attention` option picks the mask:
   block_causal   tokens see their own block and all earlier blocks (BD3-LM). With it the block sampler's
                  KV cache is exact, which is how the tests check the cache.
 One function, attention_mask, builds every mask: the model's own, and the ones the samplers pass in.
+
+output_shift (DiffuGPT, for a model adapted from an autoregressive one): the output at a token predicts the
+token after it, as the AR base was trained to, so a masked token is read from the output of the token before it.
+Callers see no difference: logits[:, j] is still the prediction for token j; the model finds the token before
+(token_before) among those j may attend to, which is the clean one in BD3-LM's two-stream rows.
 """
 
 import math
@@ -43,6 +48,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     attention: str = "bidirectional"
     attn_block_size: int = 32  # block length of block_causal attention in training
+    output_shift: bool = False  # predict each token from the output of the token before it (DiffuGPT)
     mask_id: int = tokenizer.MASK_ID
     eos_id: int = tokenizer.EOS_ID
     pad_id: int = tokenizer.PAD_ID
@@ -50,6 +56,9 @@ class ModelConfig:
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.output_shift and self.attention == "causal":
+            raise ValueError("output_shift is for masked-diffusion models adapted from an AR one: a causal model "
+                             "already predicts the next token")
         if self.d_model % self.n_head or self.n_head % self.n_kv_head:
             raise ValueError(f"d_model ({self.d_model}) must divide by n_head ({self.n_head}) and n_head by "
                              f"n_kv_head ({self.n_kv_head})")
@@ -241,6 +250,23 @@ def attention_mask(queries, keys, *, segments=None, real_keys=None, samples=None
     return allowed | itself
 
 
+def token_before(positions, mask, write_at, T: int):
+    """output_shift: for each of a pass's T tokens, the index among them of the token one position earlier that it
+    may attend to -> (B or 1, T). In a plain row that is the previous column; in BD3-LM's two-stream row a noisy
+    block's first token finds the clean stream's token (it cannot see the noisy one). A token with none (the
+    first of a row, of a sample or of a pass after a KV cache) keeps its own index: no caller reads its output
+    as a prediction (it is a prompt token; the block sampler feeds the column before its block again).
+    positions (T,) or (B, T); mask None or (B or 1, 1, T, S) over the keys, the pass's own being its last T
+    (or, for a CUDA-graphed pass, the columns write_at)."""
+    own = torch.arange(T, device=positions.device)
+    if mask is None:
+        return (own - 1).clamp(min=0)[None]  # (1, T)
+    keys = mask[:, 0, :, -T:] if write_at is None else mask[:, 0].index_select(-1, write_at)  # (B|1, T, T)
+    pos = positions if positions.dim() == 2 else positions[None]  # (B|1, T)
+    before = keys & (pos[:, None, :] == pos[:, :, None] - 1)  # (B|1, T, T): a key at the query's position - 1
+    return torch.where(before.any(dim=-1), before.int().argmax(dim=-1), own)
+
+
 class Transformer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -304,6 +330,9 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.transformer.blocks):
             x = block(x, cos, sin, mask, is_causal, kv_cache, write_at, i)
         x = self.transformer.ln_f(x)
+        if self.config.output_shift:  # token j is predicted from the output of the token before it
+            before = token_before(positions, mask, write_at, T).expand(B, T)  # (B, T)
+            x = x.gather(1, before[..., None].expand(B, T, x.shape[-1]))  # (B, T, C)
         if logits_at is not None:
             x = x[logits_at]  # (N, C)
         return self.transformer.ff_out(x)  # (B, T, V) or (N, V)

@@ -261,8 +261,10 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     prefix; when a block is complete, the next pass holds it together with the next all-mask block, so its
     keys/values are computed there, once, with its final tokens, and committed. No pass is spent on the cache
     alone and nothing committed is recomputed. With bidirectional attention this is an approximation (a cached
-    prompt never sees what is generated after it); with block_causal attention it is exact. cache=False
-    recomputes everything (prompt, finished blocks, current block) every step: the reference for the cache.
+    prompt never sees what is generated after it); with block_causal attention it is exact. A model with
+    output_shift predicts a block's first token from the token before it, so that one column stays out of the
+    cache and every pass computes it again. cache=False recomputes everything (prompt, finished blocks, current
+    block) every step: the reference for the cache.
 
     A block_causal model (the block_diffusion recipe) is decoded in the blocks it was trained on: attn_block_size
     columns each, counted from the canvas's first column (RoPE sees only distances, so where left padding puts
@@ -306,8 +308,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
                 logits = step(batch.x, batch.key_mask, batch.positions, a, end,
                               _last_columns(start - a, end - a))  # (B, n, V): the output head on the block only
                 nfe, row_nfe = nfe + 1, row_nfe + batch.running
-                if kv is not None:
-                    kv.commit(start - kv.length)  # the prompt, or the block finished before this one
+                if kv is not None:  # the prompt, or the block finished before this one; with output_shift all
+                    # but its last column, whose output predicts the block's first token: every pass feeds it again
+                    kv.commit(max(start - cfg.output_shift, 0) - kv.length)
 
                 block = batch.x[:, start:end]
                 x0, confidence = sample_tokens(logits, temperature, top_k, top_p, generator)

@@ -13,7 +13,7 @@ from nanodllm.data import PackedLoader
 from nanodllm.model import ModelConfig, Transformer, preset
 from nanodllm.prepare import PreparedSplit, ensure_prepared, load_split
 
-MODEL_OVERRIDES = ("n_layer", "n_head", "d_model", "mlp_hidden", "attn_block_size")
+MODEL_OVERRIDES = ("n_layer", "n_head", "d_model", "mlp_hidden", "attn_block_size", "output_shift")
 
 
 def data_dir(cfg: TrainConfig) -> Path:

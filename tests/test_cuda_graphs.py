@@ -28,8 +28,8 @@ def run_both(generate, model, **kw):
             for graphs in (False, True)]
 
 
-def model_on(device, attention, seed=0, sharpen=30.0):
-    return tiny_model(attention, seed=seed, sharpen=sharpen).to(device)
+def model_on(device, attention, seed=0, sharpen=30.0, output_shift=False):
+    return tiny_model(attention, seed=seed, sharpen=sharpen, output_shift=output_shift).to(device)
 
 
 def check_same(runs):
@@ -41,10 +41,11 @@ def check_same(runs):
     return s_eager
 
 
-@pytest.mark.parametrize("attention", ["block_causal", "bidirectional"])
+@pytest.mark.parametrize("attention, output_shift", [("block_causal", False), ("bidirectional", False),
+                                                     ("block_causal", True)])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_block_sampler_fixed_shapes_same_tokens(attention, seed):
-    model = model_on("cpu", attention, seed)
+def test_block_sampler_fixed_shapes_same_tokens(attention, output_shift, seed):
+    model = model_on("cpu", attention, seed, output_shift=output_shift)
     wrap_forward(model, eos_at_12)
     stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=44))
     assert 0 < sum(stats.finished) and len(set(stats.tokens)) > 1  # rows did stop, at different places

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -134,6 +136,29 @@ def test_left_padding_with_key_mask_and_positions_matches_unpadded():
     out = model(padded, attn_mask=keys, positions=positions)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[:, 3:], model(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_output_shift_predicts_each_token_from_the_output_of_the_one_before():
+    """DiffuGPT's shift: with the same weights, the prediction for each token is the plain model's output at the
+    token before it: in a plain row, under left padding, and in a pass after a KV cache."""
+    plain = tiny_model().eval()
+    shifted = Transformer(replace(plain.config, output_shift=True)).eval()
+    shifted.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 50257, (2, 10))
+    reference = plain(idx)  # (2, 10, V)
+    torch.testing.assert_close(shifted(idx)[:, 1:], reference[:, :-1])
+    padded = torch.cat([torch.full((2, 3), 50258), idx], 1)
+    keys = torch.tensor([[False] * 3 + [True] * 10] * 2)
+    positions = torch.tensor([[0, 0, 0] + list(range(10))] * 2)
+    out = shifted(padded, attn_mask=keys, positions=positions)
+    torch.testing.assert_close(out[:, 4:], reference[:, :-1], atol=1e-5, rtol=1e-5)
+    blocks = tiny_model(attention="block_causal", attn_block_size=4, output_shift=True).eval()
+    cache = KVCache.for_model(blocks, batch_size=2, max_len=10)
+    blocks(idx[:, :8], kv_cache=cache)  # two whole blocks of 4
+    cache.commit(7)  # all but the last token: the next pass starts with it, as its output predicts token 8
+    torch.testing.assert_close(blocks(idx[:, 7:], kv_cache=cache)[:, 1:], blocks(idx)[:, 8:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="a causal model already predicts the next token"):
+        preset("tiny", attention="causal", output_shift=True)
 
 
 def test_causal_padding_rows_stay_finite():

@@ -304,22 +304,27 @@ def test_block_pad_masks_by_noise_alone_and_scores_the_fill_in_training_only():
         recipes.loader_options(cfg(recipe="block_pad", attn_block_size=32, block_size=100))
 
 
+@pytest.mark.parametrize("output_shift", [False, True])
 @pytest.mark.parametrize("recipe, row", [("block_diffusion", block_row), ("block_pad", block_pad_row)])
-def test_block_recipes_training_row_gives_the_cached_samplers_logits(recipe, row):
+def test_block_recipes_training_row_gives_the_cached_samplers_logits(recipe, row, output_shift):
     """The noisy block's logits in the two-stream training row equal those of the decoding pass that sees the
-    clean blocks before it through the KV cache: what makes the block sampler's cache exact for these recipes."""
+    clean blocks before it through the KV cache: what makes the block sampler's cache exact for these recipes.
+    With output_shift a block's first token is predicted from the clean token before it, which the sampler
+    keeps out of the cache and feeds again with the block."""
     from nanodllm.model import KVCache
     c = cfg(recipe=recipe, attn_block_size=4, block_size=16)
-    model = tiny_model(attention="block_causal", attn_block_size=4).eval()
+    model = tiny_model(attention="block_causal", attn_block_size=4, output_shift=output_shift).eval()
     batch = row()
     ex = recipes.make_example(c, batch, 0, None, t=torch.tensor([0.6]), noise=torch.rand(1, 16))
     with torch.no_grad():
         training = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask)[0, :16]  # (16, V)
         for block in range(4):
             a, b = 4 * block, 4 * block + 4
+            cached = max(a - output_shift, 0)
             kv = KVCache.for_model(model, 1, 16)
             if a:
                 model(batch.tokens[:, :a], kv_cache=kv)  # the finished blocks, clean
-                kv.commit(a)
-            decoding = model(ex.inputs[:, a:b], kv_cache=kv)[0]  # the noisy block after them
+                kv.commit(cached)
+            fed = torch.cat([batch.tokens[:, cached:a], ex.inputs[:, a:b]], dim=1)  # the noisy block after them
+            decoding = model(fed, kv_cache=kv)[0, a - cached:]
             assert torch.allclose(decoding, training[a:b], atol=1e-5), block

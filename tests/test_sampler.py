@@ -19,11 +19,11 @@ MASK, EOS, PAD = 63, 62, 61
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
 
 
-def tiny_model(attention="block_causal", seed=0, sharpen=30.0, vocab_size=64, **ids):
+def tiny_model(attention="block_causal", seed=0, sharpen=30.0, vocab_size=64, output_shift=False, **ids):
     torch.manual_seed(seed)
     ids = ids or dict(mask_id=MASK, eos_id=EOS, pad_id=PAD)
     cfg = ModelConfig(vocab_size=vocab_size, n_layer=2, n_head=4, n_kv_head=2, d_model=64, mlp_hidden=128,
-                      max_seq_len=256, attention=attention, attn_block_size=8, **ids)
+                      max_seq_len=256, attention=attention, attn_block_size=8, output_shift=output_shift, **ids)
     model = Transformer(cfg).eval()
     with torch.no_grad():
         model.transformer.ff_out.weight.mul_(sharpen)
@@ -75,8 +75,9 @@ def assert_clean(out, stats, eos=EOS):
     dict(steps_per_block=3),  # fixed-steps mode
     dict(threshold=0.3, temperature=1.0, top_k=20, top_p=0.9),  # sampling: same generator seed, same noise
 ])
-def test_block_causal_cache_is_exact(kwargs):
-    model = tiny_model("block_causal")
+@pytest.mark.parametrize("output_shift", [False, True])  # True: every pass also feeds the column before the block
+def test_block_causal_cache_is_exact(kwargs, output_shift):
+    model = tiny_model("block_causal", output_shift=output_shift)
     kw = dict(block_size=8, max_new_tokens=40) | kwargs
     runs = []
     for cache in (True, False):

@@ -191,6 +191,7 @@ def write_bad_source(tmp_path, kind) -> Path:
     (["missing.py"], 2, "config file missing.py not found"),
     (["--attention=full"], 2, "attention must be one of ('bidirectional', 'causal', 'block_causal'), got 'full'"),
     (["--n_head=5"], 2, "d_model (384) must divide by n_head (5)"),
+    (["--recipe=ar", "--output_shift=True"], 2, "output_shift is for masked-diffusion models adapted from an AR one"),
 ])
 def test_usage_mistakes_give_one_error_line(args, code, message):
     if "--device=cuda" in args and torch.cuda.is_available():
