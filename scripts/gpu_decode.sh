@@ -5,14 +5,16 @@
 #
 # 1. Two studies side by side (study.py), each: the AR base, then ar and block_pad@ar fine-tuned from it, and their
 #    evaluations on the held-out prompts. The length suite at seed 0 (block_pad@ar met issue 17's targets there
-#    over 3 seeds: docs/study.md); TinyStories at seeds 0, 1, 2, judged by ar-s0 (not run there yet).
+#    over 3 seeds: docs/study.md), then block_pad@ar with DiffuGPT's output shift from the same base (a study
+#    directory of its own, sharing base/ and data/); TinyStories at seeds 0, 1, 2, judged by ar-s0.
 # 2. Then, one at a time (a benchmark shares the GPU with nothing), bench_sampler.py on each dataset: the block
 #    sampler of block_pad@ar-s0 at several thresholds, against ar-s0 and against LLaDA's vanilla sampler on the
 #    same model, at batch 1 and 16, CUDA graphs, --profile (where a pass's time goes).
 #
 # Run from the repo root with PYTHONPATH set to it. It outlasts one device call (about 20 minutes, estimated):
 # start it with scripts/device_job.sh and bring OUT back after each wait (e.g. tar it into $OUT). Writes into OUT:
-#   study-lengthtask/, study-tinystories/   study.py --collect: tables, figures, samples (no checkpoints)
+#   study-lengthtask/, study-lengthtask-shift/, study-tinystories/   study.py --collect: tables, figures,
+#                                            samples (no checkpoints)
 #   bench_<dataset>.json, bench_<dataset>.log   the decoding tables (bench_sampler writes its JSON row by row)
 #   timings.txt                              wall seconds at the end of each stage
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
@@ -39,10 +41,17 @@ declare -A FLAGS=(
 )
 declare -A CAP=([lengthtask]=320 [tinystories]=512)
 
-study() {  # dataset: every stage; its small results go into OUT even if a stage fails
-  python study.py --dataset="$1" --study_dir="$STUDIES/$1" --recipes=ar,block_pad@ar --samplers=block --jobs=4 \
-    --collect="$OUT/study-$1" ${FLAGS[$1]} $STUDY_FLAGS > "$OUT/study-$1.log" 2>&1
-  stamp "study $1 (exit $?)"
+study() {  # dataset [name recipes flags...]: every stage; its small results go into OUT even if a stage fails
+  local name=${2:-$1} recipes=${3:-ar,block_pad@ar}
+  python study.py --dataset="$1" --study_dir="$STUDIES/$name" --recipes="$recipes" --samplers=block --jobs=4 \
+    --collect="$OUT/study-$name" ${FLAGS[$1]} $STUDY_FLAGS "${@:4}" > "$OUT/study-$name.log" 2>&1
+  stamp "study $name (exit $?)"
+}
+
+shifted() {  # the length suite's block_pad@ar again, with output_shift, from the same AR base
+  mkdir -p "$STUDIES/lengthtask-shift"
+  for d in base data; do ln -sfn "$STUDIES/lengthtask/$d" "$STUDIES/lengthtask-shift/$d"; done
+  study lengthtask lengthtask-shift block_pad@ar --finetune_flags=--output_shift=True
 }
 
 bench() {  # dataset: the decoding table of its seed-0 models
@@ -55,7 +64,7 @@ bench() {  # dataset: the decoding table of its seed-0 models
   stamp "bench $1 (exit $?)"
 }
 
-study lengthtask &
+{ study lengthtask; shifted; } &
 study tinystories &
 wait
 bench lengthtask
