@@ -2,10 +2,11 @@
 
 A masked-diffusion LM is an ordinary transformer with two changes: attention is not causal (every position sees
 the whole sequence, since the tokens to predict are scattered anywhere), and the targets are the input tokens
-themselves at the masked positions (no shift by one; `output_shift` puts DiffuGPT's shift back, below). Everything else is LLaMA's recipe as LLaDA uses it:
-RMSNorm before each sub-layer, rotary position embeddings (RoPE), a SwiGLU MLP, no biases, an output head that
-is not tied to the input embedding. Parameter names follow LLaDA's checkpoints (`transformer.blocks.3.q_proj`,
-`ff_out`, ...) so its published weights load with a plain rename (nanodllm/llada.py's from_pretrained).
+themselves at the masked positions (no shift by one; `output_shift` puts DiffuGPT's shift back, below).
+Everything else is LLaMA's recipe as LLaDA uses it: RMSNorm before each sub-layer, rotary position embeddings
+(RoPE), a SwiGLU MLP, no biases, an output head that is not tied to the input embedding. Parameter names follow
+LLaDA's checkpoints (`transformer.blocks.3.q_proj`, `ff_out`, ...) so its published weights load with a plain
+rename (nanodllm/llada.py's from_pretrained).
 
 Read it top to bottom: config, then the pieces bottom-up (norm, rotary, attention, MLP, block), then the model.
 Shape letters: B batch, T new tokens, L cached tokens, H heads, K key/value heads, D head dim, C model width.
