@@ -20,7 +20,8 @@
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
 # A CPU rehearsal of the plumbing, tiny models, in about 3 minutes (flags given later override earlier ones):
 #   STUDY_FLAGS="--tiny --num_samples=4 --base_flags=" BENCH_SAMPLERS=block,ar,llada \
-#   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16" \
+#   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
+#   --llada_block_length=16" \
 #   STUDIES=/tmp/decode scripts/gpu_decode.sh /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu_decode.sh OUT [DATA]}
