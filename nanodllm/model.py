@@ -255,8 +255,10 @@ def token_before(positions, mask, write_at, T: int):
     """output_shift: for each of a pass's T tokens, the index among them of the token one position earlier that it
     may attend to -> (B or 1, T). In a plain row that is the previous column; in BD3-LM's two-stream row a noisy
     block's first token finds the clean stream's token (it cannot see the noisy one). A token with none (the
-    first of a row, of a sample or of a pass after a KV cache) keeps its own index: no caller reads its output
-    as a prediction (it is a prompt token; the block sampler feeds the column before its block again).
+    first of a row, of a sample or of a pass after a KV cache) keeps its own index. The samplers and the block
+    recipes never read that output as a prediction (it is a prompt token; the block sampler feeds the column
+    before its block again); a stream-packed row (straddling samples) that starts with a masked token predicts
+    it from itself, one position per row.
     positions (T,) or (B, T); mask None or (B or 1, 1, T, S) over the keys, the pass's own being its last T
     (or, for a CUDA-graphed pass, the columns write_at)."""
     own = torch.arange(T, device=positions.device)
