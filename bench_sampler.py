@@ -197,12 +197,14 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
 def time_per_pass(profile: dict, nfe: int) -> dict:
     """profiling.profile_steps' summary of one decoding of all batches, per forward pass: the wall time, the GPU's
     kernels (the model's matmuls and attention; "other" holds the norms, RoPE, softmax and the sampler's own GPU
-    work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs)."""
+    work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs); and the host's
+    CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs)."""
     per = lambda key: profile[key] / max(nfe, 1)
     return dict(ms_per_pass=per("window_ms_per_step"), kernel_ms_per_pass=per("kernel_ms_per_step"),
                 matmul_ms_per_pass=per("matmul_ms_per_step"), attention_ms_per_pass=per("attention_ms_per_step"),
                 other_ms_per_pass=per("other_ms_per_step"), idle_ms_per_pass=per("idle_ms_per_step"),
-                syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1))
+                syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1),
+                copies_per_pass=sum(profile["copies_per_step"].values()) / max(nfe, 1))
 
 
 def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
@@ -250,13 +252,15 @@ def markdown(rows) -> str:
 
 def time_markdown(rows) -> str:
     """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile)."""
-    lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | syncs/pass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | syncs/pass | "
+             "copies/pass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         t = r["time_per_pass"]
         lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
                      f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
-                     f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['syncs_per_pass']:.1f} |")
+                     f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['syncs_per_pass']:.1f} | "
+                     f"{t['copies_per_pass']:.1f} |")
     return "\n".join(lines)
 
 

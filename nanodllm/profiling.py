@@ -7,7 +7,8 @@ A step is a stream of CUDA kernels. Sorting them into three kinds says which lev
     other      everything else: norms, RoPE, SiLU, the fused cross-entropy, casts, AdamW, the masking;
 and a fourth number, idle: the time inside the profiled window when no kernel ran at all, the GPU waiting for
 the CPU (Python, launches, a host-device sync). The largest gaps are listed with the kernels on either side, which
-usually names their cause. Host-device syncs are counted from the CUDA runtime calls the CPU made.
+usually names their cause. Host-device syncs, and the copies queued without one, are counted from the CUDA runtime
+calls the CPU made.
 
 bench.py --profile=1 calls profile_steps; summarize is the arithmetic, tested on made-up kernels.
 """
@@ -17,8 +18,11 @@ import torch
 MATMUL_NAMES = ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_tem_fused_mm", "triton_tem_fused_addmm",
                 "triton_tem_fused_bmm", "wgmma", "splitkreduce")
 ATTENTION_NAMES = ("flash", "fmha", "attention", "sdpa", "cudnn")
-SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ",
-              "cudaMemcpyAsync")
+# CUDA runtime calls that block the CPU until the GPU is done (a `.item()` or `.tolist()` of a GPU tensor queues a
+# cudaMemcpyAsync, then waits in cudaStreamSynchronize), and the queued copies, which do not wait by themselves
+# (a CUDA graph's replay copies its new inputs into its buffers: device to device, no sync).
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+COPY_CALLS = ("cudaMemcpyAsync",)
 
 
 def kind(kernel_name: str) -> str:
@@ -60,8 +64,8 @@ def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
 
 
 def profile_steps(step, steps: int, device) -> dict:
-    """Runs step() `steps` times under torch.profiler (after the caller's warm-up) -> summarize's dict, plus the
-    host-device syncs per step (CUDA runtime calls that wait for the GPU), by name."""
+    """Runs step() `steps` times under torch.profiler (after the caller's warm-up) -> summarize's dict, plus
+    host_calls' counts per step."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -73,11 +77,20 @@ def profile_steps(step, steps: int, device) -> dict:
     events = prof.events()
     kernels = [(e.name, e.time_range.start, e.time_range.end) for e in events
                if e.device_type == torch.autograd.DeviceType.CUDA]
-    syncs = {}
-    for e in events:
-        if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith(SYNC_NAMES):
-            syncs[e.name] = syncs.get(e.name, 0) + 1
-    return dict(summarize(kernels, steps), syncs_per_step={k: v / steps for k, v in sorted(syncs.items())})
+    calls = host_calls(e.name for e in events if e.device_type == torch.autograd.DeviceType.CPU)
+    return dict(summarize(kernels, steps), **{f"{k}_per_step": {name: n / steps for name, n in v.items()}
+                                             for k, v in calls.items()})
+
+
+def host_calls(names) -> dict:
+    """The CPU's CUDA runtime calls by name -> {"syncs": {name: count}, "copies": {name: count}}: the calls that
+    wait for the GPU (SYNC_CALLS), and the copies queued on its stream (COPY_CALLS)."""
+    counts = {"syncs": {}, "copies": {}}
+    for name in names:
+        kind_of = "syncs" if name in SYNC_CALLS else "copies" if name in COPY_CALLS else None
+        if kind_of:
+            counts[kind_of][name] = counts[kind_of].get(name, 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in counts.items()}
 
 
 def table(summary: dict) -> str:
@@ -87,7 +100,8 @@ def table(summary: dict) -> str:
              f"{s['kernel_ms_per_step']:.2f} ms (matmul {s['matmul_ms_per_step']:.2f} = {s['matmul_share']:.0%}, "
              f"attention {s['attention_ms_per_step']:.2f} = {s['attention_share']:.0%}, other "
              f"{s['other_ms_per_step']:.2f} = {s['other_share']:.0%}), idle gaps {s['idle_ms_per_step']:.2f} ms",
-             f"host-device syncs per step: {s.get('syncs_per_step') or 'none'}", "top kernels:"]
+             f"host-device syncs per step: {s.get('syncs_per_step') or 'none'}; queued copies per step: "
+             f"{s.get('copies_per_step') or 'none'}", "top kernels:"]
     lines += [f"  {k['ms_per_step']:7.3f} ms {k['share']:5.1%} {k['kind']:<9} {k['name']}" for k in s["top_kernels"]]
     lines += ["largest idle gaps:"] + [f"  {g['us']:8.1f} us after {g['after']} before {g['before']}"
                                        for g in s["largest_gaps"]]

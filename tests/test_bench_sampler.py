@@ -157,7 +157,7 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
         profiled.append(len(step()))  # the decoding of every batch, once
         return dict(window_ms_per_step=3.0, kernel_ms_per_step=2.0, matmul_ms_per_step=1.5,
                     attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
-                    syncs_per_step={"cudaStreamSynchronize": 4})
+                    syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6})
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
     out = tmp_path / "bench.json"
@@ -169,7 +169,7 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     t, passes = row["time_per_pass"], row["nfe"]
     assert profiled == [2]  # two batches (2 + 1 prompts)
     assert t["ms_per_pass"] == pytest.approx(3.0 / passes) and t["idle_ms_per_pass"] == pytest.approx(1.0 / passes)
-    assert t["syncs_per_pass"] == pytest.approx(4 / passes)
+    assert t["syncs_per_pass"] == pytest.approx(4 / passes) and t["copies_per_pass"] == pytest.approx(6 / passes)
     assert "GPU idle" in r["table"]
 
 

@@ -1,8 +1,9 @@
-"""nanodllm/profiling.py: the kernel-time arithmetic of bench.py --profile, on made-up kernels."""
+"""nanodllm/profiling.py: the kernel-time arithmetic of bench.py --profile and its count of CUDA runtime calls,
+on made-up kernels and calls."""
 
 import pytest
 
-from nanodllm.profiling import kind, summarize, table
+from nanodllm.profiling import host_calls, kind, summarize, table
 
 
 def test_kernels_are_sorted_into_matmul_attention_and_the_rest():
@@ -30,3 +31,12 @@ def test_time_per_kind_idle_gaps_and_top_kernels_per_step():
 def test_no_kernels_no_division_by_zero():
     s = summarize([], steps=3)
     assert s["kernel_ms_per_step"] == 0 and s["matmul_share"] == 0 and s["top_kernels"] == []
+
+
+def test_host_calls_tell_syncs_from_queued_copies():
+    """A .tolist() of a GPU tensor is a queued copy then a wait: one copy, one sync. A graph replay's input copy
+    is a copy alone; a kernel launch is neither."""
+    names = ["cudaMemcpyAsync", "cudaStreamSynchronize", "cudaMemcpyAsync", "cudaLaunchKernel", "cudaMemcpy",
+             "cudaGraphLaunch"]
+    assert host_calls(names) == {"syncs": {"cudaMemcpy": 1, "cudaStreamSynchronize": 1},
+                                           "copies": {"cudaMemcpyAsync": 2}}
