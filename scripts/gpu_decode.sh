@@ -1,72 +1,92 @@
 #!/usr/bin/env bash
-# Issue 16 part 2 and issue 17's last open cell, as one long GPU job: models that stop, then how fast they decode.
+# Issue 16 part 2 and the study's open cells: models that stop, then how fast they decode. In parts that each fit
+# one device call and bring back what they made, since a device machine can be taken back between two calls (on
+# 2026-12-03 it was, and a job chained over calls lost everything it had not written into OUT).
 #
-#   scripts/gpu_decode.sh OUT [DATA]     # DATA: local TinyStories text, default .device/data/tinystories
+#   scripts/gpu_decode.sh PART OUT [DATA]     # DATA: local TinyStories text, default .device/data/tinystories
 #
-# 1. Two studies side by side (study.py), each: the AR base, then ar and block_pad@ar fine-tuned from it, and their
-#    evaluations on the held-out prompts. The length suite at seed 0 (block_pad@ar met issue 17's targets there
-#    over 3 seeds: docs/study.md), then block_pad@ar with DiffuGPT's output shift from the same base (a study
-#    directory of its own, sharing base/ and data/); TinyStories at seeds 0, 1, 2, judged by ar-s0.
-# 2. Then, one at a time (a benchmark shares the GPU with nothing), bench_sampler.py on each dataset: the block
-#    sampler of block_pad@ar-s0 at several thresholds, against ar-s0 and against LLaDA's vanilla sampler on the
-#    same model, at batch 1 and 16, CUDA graphs, --profile (where a pass's time goes).
-#
-# Run from the repo root with PYTHONPATH set to it. It outlasts one device call (about 20 minutes, estimated):
-# start it with scripts/device_job.sh and bring OUT back after each wait (e.g. tar it into $OUT). Writes into OUT:
-#   study-lengthtask/, study-lengthtask-shift/, study-tinystories/   study.py --collect: tables, figures,
-#                                            samples (no checkpoints)
-#   bench_<dataset>.json, bench_<dataset>.log   the decoding tables (bench_sampler writes its JSON row by row)
-#   timings.txt                              wall seconds at the end of each stage
+# PART is one of
+#   ls-bench   the length suite: the AR base, ar and block_pad@ar fine-tuned from it (seed 0), then bench_sampler
+#              on them (the block sampler at several thresholds, against ar and LLaDA's vanilla sampler, batch 1
+#              and 16, CUDA graphs, --profile). 299 s of training, then 286 s of benchmark, on one H200
+#              (2026-12-03): give it DEADLINE=590.
+#   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
+#              evaluated on the 500 held-out prompts
+#   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
+#              judged by ar-s0
+#   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile
+# Every part starts by running its study's training stages, which skip what is finished: on a warm machine that
+# has them (/root/ck outlives a call) it goes straight to its own work, on a fresh one it retrains first. Each
+# stage runs under a deadline ($DEADLINE seconds after the start, default 570), and whatever finished is written
+# into OUT before it:
+#   study-NAME/     study.py --collect: tables, figures, samples (no checkpoints)
+#   study-NAME.log, bench_DATASET.json (written row by row), bench_DATASET.log
+#   timings.txt     the wall seconds at the end of each stage
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
-# A CPU rehearsal of the plumbing, tiny models, in about 3 minutes (flags given later override earlier ones):
+# Run from the repo root with PYTHONPATH set to it, e.g. in a device call:
+#   scripts/gpu_decode.sh ts-study /root/ck/out; tar czf $OUT/out.tar.gz -C /root/ck out
+# A CPU rehearsal of the plumbing with tiny models (flags given later override earlier ones), a few minutes a part:
 #   STUDY_FLAGS="--tiny --num_samples=4 --base_flags=" BENCH_SAMPLERS=block,ar,llada \
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
-#   --llada_block_length=16" \
-#   STUDIES=/tmp/decode scripts/gpu_decode.sh /tmp/decode/out ../shared/data/tinystories
+#   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-OUT=${1:?usage: scripts/gpu_decode.sh OUT [DATA]}
-DATA=${2:-.device/data/tinystories}
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-shift|ts-study|ts-bench OUT [DATA]"
+PART=${1:?$usage}
+OUT=${2:?$usage}
+DATA=${3:-.device/data/tinystories}
 STUDIES=${STUDIES:-/root/ck}
+SEEDS=${SEEDS:-0}
+DEADLINE=${DEADLINE:-570}
 STUDY_FLAGS=${STUDY_FLAGS:-}
 BENCH_SAMPLERS=${BENCH_SAMPLERS:-block_graphs,ar_graphs,llada_graphs}
 BENCH_FLAGS=${BENCH_FLAGS:-}
-[ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA"; exit 1; }
+case $PART in ts-*) [ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA" >&2; exit 1; };; esac
 mkdir -p "$OUT"
-T0=$(date +%s)
-stamp() { echo "$1 $(( $(date +%s) - T0 )) s" | tee -a "$OUT/timings.txt"; }
+stamp() { echo "$1 $SECONDS s" | tee -a "$OUT/timings.txt"; }
+left() { echo $(( DEADLINE - SECONDS > 1 ? DEADLINE - SECONDS : 1 )); }  # seconds to the deadline, at least 1
 
 # study.py's flags per dataset, then the caller's; the canvas cap of each (the longest answers fit under it)
 declare -A FLAGS=(
-  [lengthtask]="--base_flags=--max_iters=3000 --seeds=0"
-  [tinystories]="--data_source=$DATA --seeds=0,1,2 --num_samples=300 --eval_flags=--judge=$STUDIES/tinystories/runs/ar-s0"
+  [lengthtask]="--base_flags=--max_iters=3000"
+  [tinystories]="--data_source=$DATA --num_samples=300 --eval_flags=--judge=$STUDIES/tinystories/runs/ar-s0"
 )
 declare -A CAP=([lengthtask]=320 [tinystories]=512)
 
-study() {  # dataset [name recipes flags...]: every stage; its small results go into OUT even if a stage fails
-  local name=${2:-$1} recipes=${3:-ar,block_pad@ar}
-  python study.py --dataset="$1" --study_dir="$STUDIES/$name" --recipes="$recipes" --samplers=block --jobs=4 \
-    --collect="$OUT/study-$name" ${FLAGS[$1]} $STUDY_FLAGS "${@:4}" > "$OUT/study-$name.log" 2>&1
-  stamp "study $name (exit $?)"
+study() {  # dataset name recipes stages seeds [flags...]: study.py until the deadline; collects what it has
+  local dataset=$1 name=$2 recipes=$3 stages=$4 seeds=$5
+  timeout -s INT "$(left)" python study.py --dataset="$dataset" --study_dir="$STUDIES/$name" --recipes="$recipes" \
+    --stage="$stages" --seeds="$seeds" --samplers=block --jobs=4 --collect="$OUT/study-$name" ${FLAGS[$dataset]} \
+    $STUDY_FLAGS "${@:6}" >> "$OUT/study-$name.log" 2>&1
+  stamp "study $name $stages (exit $?)"
 }
 
-shifted() {  # the length suite's block_pad@ar again, with output_shift, from the same AR base
-  mkdir -p "$STUDIES/lengthtask-shift"
-  for d in base data; do ln -sfn "$STUDIES/lengthtask/$d" "$STUDIES/lengthtask-shift/$d"; done
-  study lengthtask lengthtask-shift block_pad@ar --finetune_flags=--output_shift=True
-}
-
-bench() {  # dataset: the decoding table of its seed-0 models
+bench() {  # dataset [flags...]: the decoding table of its seed-0 models, until the deadline
   local runs=$STUDIES/$1/runs cap=${CAP[$1]}
-  python bench_sampler.py --init_from="$runs/block_pad@ar-s0" --ar_init_from="$runs/ar-s0" \
+  timeout -s INT "$(left)" python bench_sampler.py --init_from="$runs/block_pad@ar-s0" --ar_init_from="$runs/ar-s0" \
     --data_dir="$STUDIES/$1/data/$1" --n_prompts=16 --llada_prompts=4 --batch_sizes=1,16 \
     --samplers="$BENCH_SAMPLERS" --thresholds=0.9,0.7,0.5 --max_new_tokens="$cap" --llada_gen_length="$cap" \
-    --llada_steps="$cap" --llada_block_length=32 --profile --out="$OUT/bench_$1.json" $BENCH_FLAGS \
+    --llada_steps="$cap" --llada_block_length=32 --out="$OUT/bench_$1.json" "${@:2}" $BENCH_FLAGS \
     > "$OUT/bench_$1.log" 2>&1
   stamp "bench $1 (exit $?)"
 }
 
-{ study lengthtask; shifted; } &
-study tinystories &
-wait
-bench lengthtask
-bench tinystories
+case $PART in
+  ls-bench)
+    study lengthtask lengthtask ar,block_pad@ar base,finetune 0
+    bench lengthtask --profile
+    ;;
+  ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
+    study lengthtask lengthtask ar base 0
+    mkdir -p "$STUDIES/lengthtask-shift"
+    for d in base data; do ln -sfn "$STUDIES/lengthtask/$d" "$STUDIES/lengthtask-shift/$d"; done
+    study lengthtask lengthtask-shift block_pad@ar base,finetune,eval,report 0 --finetune_flags=--output_shift=True
+    ;;
+  ts-study)
+    study tinystories tinystories ar,block_pad@ar base,finetune,eval,report "$SEEDS"
+    ;;
+  ts-bench)
+    study tinystories tinystories ar,block_pad@ar base,finetune 0
+    bench tinystories
+    ;;
+  *) echo "error: unknown part '$PART'; $usage" >&2; exit 2 ;;
+esac
