@@ -238,13 +238,15 @@ def add_speedups(rows, batch_size):
 
 
 def markdown(rows) -> str:
-    lines = ["| sampler | batch | tokens/s | tokens/pass | mean length | terminated | exact match | judge ppl | rep-4 | "
-             "s/prompt | time vs LLaDA | tokens/s vs AR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # rows/pass: the rows a pass carried that were still writing, on average: the batch the sampler really had
+    lines = ["| sampler | batch | tokens/s | tokens/pass | rows/pass | mean length | terminated | exact match | "
+             "judge ppl | rep-4 | s/prompt | time vs LLaDA | tokens/s vs AR |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     x = lambda v: f"{v:.1f}x" if v else "-"
     num = lambda v, fmt: format(v, fmt) if v is not None else "-"
     for r in rows:
         lines.append(f"| {r['label']} | {r['batch_size']} | {r['tokens_per_s']:.1f} | {1 / r['nfe_per_token']:.2f} | "
-                     f"{r['mean_length']:.1f} | {r['termination_rate']:.0%} | {num(r['exact_match'], '.0%')} | "
+                     f"{r['row_nfe'] / max(r['nfe'], 1):.2f} | {r['mean_length']:.1f} | {r['termination_rate']:.0%} | {num(r['exact_match'], '.0%')} | "
                      f"{num(r['judge_ppl'], '.1f')} | {r['repetition']:.2f} | {r['s_per_prompt']:.3f} | "
                      f"{x(r['time_speedup_vs_llada'])} | {x(r['tokens_per_s_vs_ar'])} |")
     return "\n".join(lines)

@@ -45,6 +45,12 @@ def test_every_sampler_and_the_speedups(checkpoints, tiny_data, tmp_path):
         assert row["tokens_per_s_vs_ar"] == pytest.approx(row["tokens_per_s"] / ar["tokens_per_s"])
     assert rows[("llada", 1)]["nfe"] == 3 * 8  # the vanilla sampler: `steps` passes per prompt, no early stop
     assert "time vs LLaDA" in r["table"] and "judge ppl" in r["table"]
+    lines = r["table"].splitlines()
+    for row in r["results"]:  # rows/pass: the rows each pass carried that were still writing
+        cells = next(line for line in lines if line.startswith(f"| {row['label']} | {row['batch_size']} |")).split("|")
+        rows_per_pass = float(cells[5])
+        assert rows_per_pass == pytest.approx(row["row_nfe"] / row["nfe"], abs=0.005)
+        assert rows_per_pass == 1 if row["batch_size"] == 1 else 1 <= rows_per_pass <= 2
     for row in r["results"]:  # quality, judged by the AR checkpoint
         assert row["judge_ppl"] > 1 and 0 <= row["repetition"] <= 1
 
