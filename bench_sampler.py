@@ -175,9 +175,9 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
-    # a block_causal model decodes each row as if alone only among prompts of equal length modulo its block
-    # (sampler.batches): its batches may be smaller, which is what exact decoding costs it
-    rows = batches(model, prompts, batch_size)
+    # with a block_causal model, the samplers other than the block sampler decode each row as if alone only among
+    # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
+    rows = batches(model, prompts, batch_size, block_aligned=name.startswith("block"))
     batched = [[prompts[i] for i in r] for r in rows]
     decode_all = lambda: [run_sampler(name, model, b, args, threshold) for b in batched]
     graphed = name.endswith("_graphs")

@@ -94,7 +94,8 @@ def first_step_eos(model, pairs, canvas: int, reveal: float, batch_size: int, se
     for rows in tqdm(batches(model, [p for p, _ in pairs], batch_size), desc=f"first step, {reveal:.0%} revealed",
                      unit="batch"):
         chunk = [pairs[i] for i in rows]
-        x, P, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
+        x, starts, key_mask, positions = make_canvas(model, [p for p, _ in chunk], canvas, cfg.mask_id, "eval_eos")
+        P = starts[0]  # every row's first generated column (block=1)
         for i, (_, response) in enumerate(chunk):
             shown = torch.as_tensor(rng.choice(len(response), size=round(reveal * len(response)), replace=False),
                                     dtype=torch.long, device=device)
@@ -132,7 +133,8 @@ def generate_all(model, name: str, prompts, knobs: dict, batch_size: int, seed: 
     """(completions, stats, length bounds) of sampler `name` over all prompts, in batches."""
     generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
     completions, bounds, parts = [None] * len(prompts), [None] * len(prompts), []
-    for rows in tqdm(batches(model, prompts, batch_size), desc=f"generating ({name})", unit="batch"):
+    for rows in tqdm(batches(model, prompts, batch_size, block_aligned=name == "block"), desc=f"generating ({name})",
+                     unit="batch"):
         with autocast_ctx:
             out, stats = generate(name, model, [prompts[i] for i in rows], generator=generator, **knobs)
         for i, completion, bound in itertools.zip_longest(rows, out, stats.info.get("length_bound", [])):

@@ -54,7 +54,8 @@ def first_eos_in_block(model, contexts, b: int, autocast_ctx) -> list[int]:
     """For each context (token list: prompt + revealed response), the first position of a block of b masks after
     it whose top token is EOS, b where there is none. One forward pass for all contexts."""
     cfg = model.config
-    x, P, key_mask, positions = make_canvas(model, contexts, b, cfg.mask_id, "probe")
+    x, starts, key_mask, positions = make_canvas(model, contexts, b, cfg.mask_id, "probe")
+    P = starts[0]  # every row's first generated column (block=1)
     extra = -P % cfg.attn_block_size if cfg.attention == "block_causal" else 0
     if extra:  # hidden columns in front, so that the block starts on one of the model's block boundaries
         B, T = x.shape

@@ -20,7 +20,9 @@ in which positions they commit and in how much work each step repeats:
 
 All of them take prompts of different lengths in one batch: prompts are left-padded with the pad id, padding is
 hidden from attention with a key-padding mask, and each row gets its own RoPE positions, starting at 0 at its
-first real token, so a row's tokens are computed exactly as if it were alone.
+first real token, so a row's tokens are computed exactly as if it were alone. (A block_causal model counts its
+blocks by column: the block sampler pads its rows by whole blocks, so that every prompt starts on a block
+boundary; with the others a batch holds prompts of equal length modulo the block, see batches.)
 
 All of them return (completions, GenerationStats): completions[i] is row i's generated tokens up to and including
 its first EOS (nothing after it, never the prompt), and the stats count forward passes, tokens and time
@@ -89,25 +91,22 @@ def num_transfer_tokens(mask_count, steps: int):
 
     LLaDA's noise schedule is linear in t, and the steps cut [0, 1] into equal intervals, so each step should
     unmask the same expected number of tokens: mask_count // steps each, the remainder one each to the first
-    steps. mask_count: an int (-> list of steps ints) or a (B,) tensor (-> (B, steps) int64 tensor).
+    steps. mask_count: (B,) tensor, each row's masks -> (B, steps) int64 tensor.
     """
-    if isinstance(mask_count, int):
-        base, rem = divmod(mask_count, steps)
-        return [base + (i < rem) for i in range(steps)]
     mask_count = mask_count.long()
     base, rem = mask_count // steps, mask_count % steps
     return base[:, None] + (torch.arange(steps, device=mask_count.device) < rem[:, None]).long()
 
 
 def most_confident(confidence, masked, k):
-    """LLaDA's commit rule: (B, n) bool, True at the k most confident masked positions of each row; k is an int
-    or a (B,) tensor (its schedule). Ranks instead of torch.topk, because topk needs one k for the whole batch
-    and a per-row loop would sync."""
+    """LLaDA's commit rule: (B, n) bool, True at the k most confident masked positions of each row; k (B,) is each
+    row's step of its schedule. Ranks instead of torch.topk, because topk needs one k for the whole batch and a
+    per-row loop would sync."""
     confidence = confidence.masked_fill(~masked, float("-inf"))
     order = confidence.argsort(dim=-1, descending=True, stable=True)
     ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
                                             .expand_as(order))
-    return (ranks < (k[:, None] if isinstance(k, torch.Tensor) else k)) & masked
+    return (ranks < k[:, None]) & masked
 
 
 def above_threshold(confidence, masked, threshold: float):
@@ -138,11 +137,15 @@ def _last_columns(a: int, b: int):
 # -----------------------------------------------------------------------------
 # The canvas: prompts of different lengths in one batch
 
-def left_pad(prompts, pad_id: int, device):
-    """Token-id lists of different lengths -> (idx (B, P) left-padded with pad_id, n_pad (B,), padded: bool).
+def left_pad(prompts, pad_id: int, block: int = 1) -> tuple[list[list[int]], list[int]]:
+    """Token-id lists of different lengths (or a (B, P) tensor) -> (each list left-padded with pad_id, how many
+    pads each got).
 
-    Left, not right, padding: every row's generated text then starts at the same column P, so one canvas
-    holds the whole batch and blocks line up across rows. A (B, P) tensor is accepted as is (no padding).
+    Left, not right, padding: every prompt then ends in the same column, so the generated text of every row starts
+    there and one canvas holds the whole batch. A block_causal model is decoded in blocks counted from the canvas's
+    first column, and trained on samples that start on a block boundary: with block > 1 each row is padded by a
+    whole number of blocks, so that its prompt starts on a boundary too. The prompts then end in the same block,
+    each at its own column (its length modulo the block), and the rows have different lengths.
     """
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2:
@@ -150,31 +153,35 @@ def left_pad(prompts, pad_id: int, device):
         prompts = prompts.tolist()
     if not prompts or not all(isinstance(p, (list, tuple)) for p in prompts):
         raise ValueError("prompts must be a non-empty list of token-id lists")
-    lengths = [len(p) for p in prompts]
-    P = max(lengths)
-    rows = [[pad_id] * (P - len(p)) + [int(t) for t in p] for p in prompts]
-    idx = torch.tensor(rows, dtype=torch.long, device=device).view(len(rows), P)
-    n_pad = torch.tensor([P - n for n in lengths], dtype=torch.long, device=device)
-    return idx, n_pad, min(lengths) < P
+    whole_blocks = [len(p) // block for p in prompts]
+    n_pad = [(max(whole_blocks) - q) * block for q in whole_blocks]
+    return [[pad_id] * n + [int(t) for t in p] for n, p in zip(n_pad, prompts)], n_pad
 
 
-def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str):
-    """The prompts checked, left-padded and followed by n_new `fill_id` tokens, with the key mask and per-row
-    positions that make every row compute as if it were alone -> (x (B, P + n_new), P, key_mask, positions).
+def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: int = 1):
+    """The prompts checked, left-padded (left_pad) and each followed by n_new `fill_id` tokens, with the key mask
+    and per-row positions that make every row compute as if it were alone -> (x (B, W), starts, key_mask,
+    positions).
 
-    key_mask (B, W) is True at real tokens; positions (B, W) start at 0 at each row's first real token. Both are
-    None when no row is padded: the model's defaults (all keys real, positions 0..W-1) are then exact, and
-    attention keeps its fastest kernels."""
+    starts[r] is row r's first generated column: the same for every row with block=1; with block > 1 each row's
+    n_new columns follow its own prompt, and the columns after them, up to the canvas's width, are padding.
+    key_mask (B, W) is True at real tokens (the prompt and the n_new columns); positions (B, W) start at 0 at each
+    row's first real token. Both are None when no row is padded: the model's defaults (all keys real, positions
+    0..W-1) are then exact, and attention keeps its fastest kernels."""
     cfg = model.config
     _check_prompts(prompts, cfg, caller)
-    idx, n_pad, padded = left_pad(prompts, cfg.pad_id, next(model.parameters()).device)
-    B, P = idx.shape
-    _check_length(P + n_new, cfg, caller)
-    x = torch.cat([idx, idx.new_full((B, n_new), fill_id)], dim=1)
-    if not padded:
-        return x, P, None, None
-    columns = torch.arange(P + n_new, device=x.device)
-    return x, P, columns >= n_pad[:, None], (columns - n_pad[:, None]).clamp(min=0)
+    rows, n_pad = left_pad(prompts, cfg.pad_id, block)
+    starts = [len(r) for r in rows]
+    W = max(starts) + n_new
+    _check_length(W, cfg, caller)
+    device = next(model.parameters()).device
+    x = torch.tensor([r + [fill_id] * n_new + [cfg.pad_id] * (W - len(r) - n_new) for r in rows], device=device)
+    if not any(n_pad) and len(set(starts)) == 1:
+        return x, starts, None, None
+    columns = torch.arange(W, device=device)
+    first_real = torch.tensor(n_pad, device=device)[:, None]  # (B, 1)
+    key_mask = (columns >= first_real) & (columns < torch.tensor(starts, device=device)[:, None] + n_new)
+    return x, starts, key_mask, (columns - first_real).clamp(min=0)
 
 
 # -----------------------------------------------------------------------------
@@ -205,7 +212,8 @@ def llada_generate(model, prompt, *, gen_length=128, steps=None, block_length=No
     cfg = model.config
     steps, block_length = _llada_defaults(gen_length, steps, block_length)
     _check_llada(gen_length, steps, block_length, remasking, temperature)
-    x, P, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
+    x, starts, key_mask, positions = make_canvas(model, prompt, gen_length, cfg.mask_id, "llada_generate")
+    P = starts[0]  # every row's first generated column (block=1)
     step = DecodingStep(model, graphs=cuda_graphs)
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
@@ -267,10 +275,11 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     block) every step: the reference for the cache.
 
     A block_causal model (the block_diffusion recipe) is decoded in the blocks it was trained on: attn_block_size
-    columns each, counted from the canvas's first column (RoPE sees only distances, so where left padding puts
-    a prompt changes nothing but where its blocks fall: batches() groups prompts so that every one starts on a
-    block boundary), whatever block_size says; the first block is the one that holds the prompt's end, with its
-    masks after it.
+    columns each, counted from the canvas's first column, whatever block_size says. Every row is padded by whole
+    blocks (make_canvas with block=attn_block_size), so that its prompt starts on a block boundary as every
+    training sample did (RoPE sees only distances: padding changes nothing else). The prompts of a batch then end
+    in one block, each at its own column; that block, with each row's first masks after its prompt, is decoded
+    first, and every row's max_new_tokens columns follow its own prompt.
 
     Stopping (stopped_rows): a row is finished once it has committed an EOS with nothing masked before it. That
     can happen mid-block; the row's output is cut after the EOS and the row leaves the batch and the cache
@@ -287,22 +296,24 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     cfg = model.config
     _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, cuda_graphs)
     _check_sampling(temperature, top_k, top_p)
-    x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id, "block_diffusion_generate")
+    block_size = decoding_block_size(model, block_size)
+    block_causal = cfg.attention == "block_causal"  # decoded in the blocks it was trained on (recipes.two_stream)
+    x, starts, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.mask_id,
+                                                 "block_diffusion_generate", block=block_size if block_causal else 1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    block_size = decoding_block_size(model, block_size)
-    first, segments = P, None
-    if cfg.attention == "block_causal":  # decoded in the blocks it was trained on (recipes.two_stream)
+    first, segments = starts[0], None
+    if block_causal:
         segments = torch.arange(total, device=x.device) // block_size  # (total,) the block of every column
-        first = P - P % block_size  # the block that holds the prompt's end comes first, its masks after it
+        first -= first % block_size  # the block that holds every prompt's end comes first, their masks after them
     step = DecodingStep(model, kv, segments, graphs=cuda_graphs)
-    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
+    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:
         for start in range(first, total, block_size):
             end = min(start + block_size, total)  # the last block is shorter if the cap says so
-            schedule = num_transfer_tokens(end - start, steps_per_block) if steps_per_block else None
+            writes, last = batch.columns(start, end)  # the block's columns each row writes; its last one in it?
             for i in itertools.count():
                 a = kv.length if kv is not None else 0  # the first column fed: everything not cached
                 logits = step(batch.x, batch.key_mask, batch.positions, a, end,
@@ -318,17 +329,18 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
                 if eos_frontier:  # no EOS behind a masked position: its row's first masked one is never barred
                     behind = masked & (masked.long().cumsum(dim=-1) > 1)
                     confidence = confidence.masked_fill(behind & (x0 == cfg.eos_id), -1.0)
-                commit = (above_threshold(confidence, masked, threshold) if schedule is None
-                          else most_confident(confidence, masked, schedule[i]))
+                commit = (above_threshold(confidence, masked, threshold) if steps_per_block is None else
+                          most_confident(confidence, masked,  # the row's masks in the block, over the steps
+                                         num_transfer_tokens(writes.sum(dim=-1), steps_per_block)[:, i]))
                 block = torch.where(commit, x0, block)
                 batch.x[:, start:end] = block
 
-                done, block_open = stopped_rows(block, batch.live, cfg, at_cap=end == total,
-                                                prompt_end=P - start)
+                done, block_open = stopped_rows(block, batch.live, writes, last, cfg)
                 if done is not None:
-                    batch.finish(done, P, end, cfg.eos_id)
+                    batch.finish(done, end, cfg.eos_id)
+                    writes, last = batch.columns(start, end)  # for the rows left
                 if trace is not None:
-                    trace(batch.canvas(P, end))
+                    trace(batch.canvas(end))
                 if not batch.running or not block_open:
                     break
             if not batch.running:
@@ -337,20 +349,20 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
 
 
-def stopped_rows(block, live, cfg, at_cap: bool, prompt_end: int = 0):
+def stopped_rows(block, live, writes, last, cfg):
     """Which rows are done after a commit, read from the current block alone -> (done (B,) bool, or None when
     no row is, block_open: bool, whether a running row still has masks in the block).
 
     A row is done once it has committed an EOS with nothing masked before it: nothing earlier can still turn into
     an earlier EOS. Earlier blocks are complete and EOS-free (else the row would have stopped there), so the
-    block is enough. In the last block (at the length cap) a row is also done once its block is complete.
-    The block's first prompt_end columns hold the prompt's end (block_causal models), not generated text.
+    block is enough. A row is also done once the block that holds its last column (max_new_tokens reached) is
+    complete. writes (B, n): the block's columns the row writes, not its prompt's end nor the padding after its
+    last column; last (B,): whether its last column is in the block (DecodingBatch.columns).
     Both answers come back in one GPU sync: the step's only one."""
     masked = block == cfg.mask_id
-    eos = (block == cfg.eos_id) & (torch.arange(block.shape[1], device=block.device) >= prompt_end)
+    eos = (block == cfg.eos_id) & writes
     by_eos = (eos & (masked.cumsum(dim=-1) == 0)).any(dim=-1)  # an EOS with nothing masked before it
-    done = (by_eos | ~masked.any(dim=-1)) if at_cap else by_eos
-    done &= live
+    done = (by_eos | (last & ~masked.any(dim=-1))) & live
     block_open = (masked.any(dim=-1) & ~done & live).any()
     any_done, block_open = torch.stack([done.any(), block_open]).tolist()
     return (done if any_done else None), block_open
@@ -359,15 +371,17 @@ def stopped_rows(block, live, cfg, at_cap: bool, prompt_end: int = 0):
 class DecodingBatch:
     """The rows a sampler is still writing, and what the finished ones wrote.
 
-    x (B, W) is the canvas, key_mask and positions its padding (None without), kv the KV cache (or None).
+    x (B, W) is the canvas, key_mask and positions its padding (None without), kv the KV cache (or None);
+    starts[j] is batch row j's first generated column, and it writes n_new columns from there (make_canvas).
     rows[j] is the caller's row that batch row j holds; out[r] is caller row r's completion once it finished.
     A finished row leaves the batch: x, the masks and the cache lose it, so it costs nothing more. With
     keep_shape (CUDA graphs replay fixed shapes) it stays and rides along instead, its `rows` entry None; live
     (B,) bool marks the batch rows still running, for the GPU-side checks.
     """
 
-    def __init__(self, x, key_mask, positions, kv, keep_shape: bool):
+    def __init__(self, x, key_mask, positions, kv, keep_shape: bool, starts: list[int], n_new: int):
         self.x, self.key_mask, self.positions, self.kv, self.keep_shape = x, key_mask, positions, kv, keep_shape
+        self.starts, self.n_new = starts, n_new
         self.rows = list(range(len(x)))
         self.out = [None] * len(x)
         self.live = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -376,18 +390,25 @@ class DecodingBatch:
     def running(self) -> int:
         return sum(r is not None for r in self.rows)
 
-    def finish(self, done, P: int, end: int, eos_id: int):
-        """The rows marked in done (B,) bool are finished: their canvas [P, end), cut after its first EOS, is
-        their output, and they leave."""
-        done, generated = done.tolist(), self.x[:, P:end].tolist()
+    def columns(self, start: int, end: int):
+        """-> (writes (B, end - start) bool: which of the columns [start, end) each row writes, last (B,) bool:
+        whether its last column is among them)."""
+        first = torch.tensor(self.starts, device=self.x.device)[:, None]  # (B, 1)
+        columns = torch.arange(start, end, device=self.x.device)
+        return (columns >= first) & (columns < first + self.n_new), first[:, 0] + self.n_new <= end
+
+    def finish(self, done, end: int, eos_id: int):
+        """The rows marked in done (B,) bool are finished: what each wrote before column `end`, cut after its first
+        EOS, is their output, and they leave."""
+        done, canvas = done.tolist(), self.x[:, :end].tolist()
         for j, r in enumerate(self.rows):
             if done[j]:
-                self.out[r] = trim_at_eos(generated[j], eos_id)
+                self.out[r] = trim_at_eos(canvas[j][self.starts[j]:self.starts[j] + self.n_new], eos_id)
         if self.keep_shape:
             self.rows = [None if d else r for r, d in zip(self.rows, done)]
         else:
             keep = [j for j, d in enumerate(done) if not d]
-            self.rows = [self.rows[j] for j in keep]
+            self.rows, self.starts = [self.rows[j] for j in keep], [self.starts[j] for j in keep]
             if not self.rows:
                 return
             keep = torch.tensor(keep, device=self.x.device)
@@ -398,14 +419,14 @@ class DecodingBatch:
                 self.kv.keep_rows(keep)
         self.live = torch.tensor([r is not None for r in self.rows], device=self.x.device)
 
-    def canvas(self, P: int, end: int) -> list[list[int]]:
-        """Every caller row's text so far, for a trace: the output of a finished row, columns [P, end) of a
-        running one."""
+    def canvas(self, end: int) -> list[list[int]]:
+        """Every caller row's text so far, for a trace: the output of a finished row, what a running one has
+        before column `end`."""
         canvas = [o or [] for o in self.out]
-        generated = self.x[:, P:end].tolist()
+        written = self.x[:, :end].tolist()
         for j, r in enumerate(self.rows):
             if r is not None:
-                canvas[r] = generated[j]
+                canvas[r] = written[j][self.starts[j]:self.starts[j] + self.n_new]
         return canvas
 
 
@@ -427,7 +448,8 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
     """
     cfg = model.config
     _check_length_bound(max_length, steps)
-    x, P, key_mask, positions = make_canvas(model, prompts, max_length, cfg.mask_id, "length_bound_generate")
+    x, starts, key_mask, positions = make_canvas(model, prompts, max_length, cfg.mask_id, "length_bound_generate")
+    P = starts[0]  # every row's first generated column (block=1)
     prompt_rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(p) for p in prompts]
 
     with Timer(x.device) as timer:
@@ -474,11 +496,12 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     cfg = model.config
     _check_autoregressive(cfg, prompts, max_new_tokens, cache, cuda_graphs)
     _check_sampling(temperature, top_k, top_p)
-    x, P, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id, "autoregressive_generate")
+    x, starts, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id, "autoregressive_generate")
+    P = starts[0]  # every row's first generated column (block=1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
     step = DecodingStep(model, kv, graphs=cuda_graphs)
-    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs)
+    batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:
@@ -492,9 +515,9 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
             batch.x[:, t] = tokens
             done = ((tokens == cfg.eos_id) | (t + 1 == total)) & batch.live
             if done.any():  # the step's one sync
-                batch.finish(done, P, t + 1, cfg.eos_id)
+                batch.finish(done, t + 1, cfg.eos_id)
             if trace is not None:
-                trace(batch.canvas(P, t + 1))
+                trace(batch.canvas(t + 1))
             if not batch.running:
                 break
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
@@ -553,18 +576,19 @@ def decoding_block_size(model, block_size: int) -> int:
     return model.config.attn_block_size if model.config.attention == "block_causal" else block_size
 
 
-def batches(model, prompts, batch_size: int) -> list[list[int]]:
+def batches(model, prompts, batch_size: int, block_aligned: bool = False) -> list[list[int]]:
     """The indices of `prompts` in batches of at most batch_size, to decode together.
 
-    A batch is left-padded so that every prompt ends in the same column, and a block_causal model cuts attention
-    into blocks by column (counted from the canvas's first): a prompt padded by a number of columns that is not a
-    whole number of blocks would start mid-block, where a prompt decoded alone, and every sample block_pad trains
-    on, starts on a block boundary; its answer would then depend on the other prompts of its batch. So for such
-    a model a batch holds only prompts of equal length modulo the block: their padding is whole blocks, and each
-    row is computed exactly as if it were alone. The price is more, smaller batches (200 TinyStories prompts fall
-    into 19 of 32 residues: 19 batches where batch_size 100 made 2)."""
+    block_aligned: the sampler pads each row by whole blocks (block_diffusion_generate does, make_canvas(block=)),
+    so prompts of any lengths batch together, each row computed exactly as if it were alone. The other samplers
+    (and eval_eos's first-step probe) left-pad so that every prompt ends in the same column, and a block_causal
+    model cuts attention into blocks by column: a prompt padded by a number of columns that is not a whole number
+    of blocks would start mid-block, where every sample block_pad trains on starts on a block boundary, and its
+    answer would depend on the other prompts of its batch. So for such a model a batch then holds only prompts of
+    equal length modulo the block, and there are more, smaller batches (200 TinyStories prompts fall into 19 of 32
+    residues: 19 batches where batch_size 100 made 2)."""
     def offset(i):
-        return block_offset(model, len(prompts[i]))
+        return 0 if block_aligned else block_offset(model, len(prompts[i]))
     out = []
     for _, group in itertools.groupby(sorted(range(len(prompts)), key=offset), key=offset):  # stable: input order
         group = list(group)

@@ -213,9 +213,11 @@ def test_a_run_cut_off_keeps_the_rows_it_measured(checkpoints, tiny_data, tmp_pa
     assert [row["sampler"] for row in r["results"]] == ["block", "ar"] and r["complete"] and "| " in r["table"]
 
 
-def test_a_block_causal_model_is_benchmarked_in_batches_of_equal_length_modulo_its_block(monkeypatch):
-    """As eval_eos decodes it (sampler.batches): each row as if alone; the completions come back in the pairs'
-    order."""
+@pytest.mark.parametrize("name", ["block", "llada"])
+def test_a_block_causal_model_is_benchmarked_in_the_batches_eval_eos_uses(monkeypatch, name):
+    """As eval_eos decodes it (sampler.batches), each row as if alone: the block sampler pads each row by whole
+    blocks, so its batches take prompts of any lengths in order; the vanilla sampler's hold prompts of equal length
+    modulo the block. The completions come back in the pairs' order."""
     calls = []
 
     def fake(name, model, prompts, args, threshold=None, warmup=False):
@@ -225,7 +227,10 @@ def test_a_block_causal_model_is_benchmarked_in_batches_of_equal_length_modulo_i
 
     monkeypatch.setattr(bench_sampler, "run_sampler", fake)
     pairs = [(list(range(n)), [1]) for n in (3, 1, 9, 11, 2)]  # lengths mod 8: 3 1 1 3 2
-    _, completions, _, _ = bench_sampler.bench("block", tiny_model(attention="block_causal", attn_block_size=8), pairs, 4,
+    _, completions, _, _ = bench_sampler.bench(name, tiny_model(attention="block_causal", attn_block_size=8), pairs, 4,
                                                SimpleNamespace(profile=False), torch.device("cpu"), "float32")
-    assert all(len(set(c)) == 1 for c in calls) and sorted(map(len, calls[1:])) == [1, 2, 2]
+    if name == "block":
+        assert calls[1:] == [[3, 1, 1, 3], [2]]  # after the warm-up call: in order
+    else:
+        assert all(len(set(c)) == 1 for c in calls) and sorted(map(len, calls[1:])) == [1, 2, 2]
     assert completions == [[3], [1], [9], [11], [2]]
