@@ -244,8 +244,8 @@ def main(argv=None):
           f"sampler {sampler}, {len(jobs)} samples on {device} ({dtype})")
 
     parts, calls = [], []
-    rows_of = batches(model, [ids for _, ids in jobs], args.batch_size, block_aligned=sampler == "block")
-    for b, rows in enumerate(rows_of):
+    batch_rows = batches(model, [ids for _, ids in jobs], args.batch_size, block_aligned=sampler == "block")
+    for b, rows in enumerate(batch_rows):
         batch = [jobs[n] for n in rows]
         callbacks = []
         if args.show:
