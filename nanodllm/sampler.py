@@ -45,7 +45,7 @@ from nanodllm.sampler_stats import GenerationStats, Timer, sampling_mode
 
 __all__ = ["generate", "knobs", "knobs_from_flags", "SAMPLERS", "llada_generate", "block_diffusion_generate",
            "length_bound_generate", "autoregressive_generate", "sample_tokens", "num_transfer_tokens", "left_pad",
-           "make_canvas", "trim_at_eos", "next_power_of_two", "GenerationStats"]
+           "make_canvas", "prompt_columns", "trim_at_eos", "next_power_of_two", "GenerationStats"]
 
 
 # -----------------------------------------------------------------------------
@@ -574,6 +574,18 @@ def block_offset(model, prompt_length: int) -> int:
 def decoding_block_size(model, block_size: int) -> int:
     """The blocks block_diffusion_generate decodes in: a block_causal model's own, any other's block_size."""
     return model.config.attn_block_size if model.config.attention == "block_causal" else block_size
+
+
+def prompt_columns(model, lengths, block_aligned: bool = False) -> int:
+    """The canvas columns that prompts of these lengths take before a batch's first generated column, at most:
+    the longest prompt; or, for a block_causal model whose rows are padded by whole blocks (block_aligned: the
+    block sampler, make_canvas), the most whole blocks of any prompt and then the largest remainder, up to a block
+    minus one column more. What is left of max_seq_len after them is the room to generate in."""
+    cfg = model.config
+    if not (block_aligned and cfg.attention == "block_causal"):
+        return max(lengths)
+    block = cfg.attn_block_size
+    return max(n // block for n in lengths) * block + max(n % block for n in lengths)
 
 
 def batches(model, prompts, batch_size: int, block_aligned: bool = False) -> list[list[int]]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from nanodllm.model import ModelConfig, Transformer
 from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate, block_offset,
                               decoding_block_size, generate, knobs, knobs_from_flags, left_pad, length_bound_generate,
-                              llada_generate, next_power_of_two, num_transfer_tokens, trim_at_eos)
+                              llada_generate, next_power_of_two, num_transfer_tokens, prompt_columns, trim_at_eos)
 
 MASK, EOS, PAD = 63, 62, 61
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
@@ -614,6 +614,19 @@ def test_batches_of_a_block_causal_model_hold_prompts_of_equal_length_modulo_its
     assert batches(tiny_model("block_causal"), prompts, 5) == [[1, 2], [3], [0, 4]]
     assert batches(tiny_model("block_causal"), prompts, 2, block_aligned=True) == [[0, 1], [2, 3], [4]]
     assert batches(tiny_model("bidirectional"), prompts, 2) == [[0, 1], [2, 3], [4]]  # others: in order
+
+
+def test_prompt_columns_bound_the_canvas_exactly():
+    """A block_causal model's rows padded by whole blocks: prompts of 9 and 7 tokens end at columns 9 and 15 of
+    the canvas (blocks of 8), so 256 - 15 columns are left to generate in, not 256 - 9."""
+    model = tiny_model("block_causal")  # max_seq_len 256
+    prompts = [list(range(1, 10)), list(range(1, 8))]
+    assert prompt_columns(model, [9, 7], block_aligned=True) == 15 and prompt_columns(model, [9, 7]) == 9
+    assert prompt_columns(tiny_model("bidirectional"), [9, 7], block_aligned=True) == 9
+    out, _ = block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 15)
+    assert len(out) == 2
+    with pytest.raises(ValueError, match="max_seq_len"):
+        block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 14)
 
 
 def test_where_a_prompt_ends_in_its_decoding_blocks():
