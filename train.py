@@ -283,6 +283,9 @@ def main(argv):
     if master:
         write_log(dict(step=step, done=True, **{f"data_{k}": v for k, v in loader.counts.items()}))
     if d.enabled:
+        # every rank reaches the end before any tears down: a gloo teardown once hung on rank 0, which was still
+        # writing its last log line after rank 1 had left
+        dist.barrier()
         dist.destroy_process_group()
     return raw_model
 
