@@ -153,9 +153,15 @@ def left_pad(prompts, pad_id: int, block: int = 1) -> tuple[list[list[int]], lis
         prompts = prompts.tolist()
     if not prompts or not all(isinstance(p, (list, tuple)) for p in prompts):
         raise ValueError("prompts must be a non-empty list of token-id lists")
-    whole_blocks = [len(p) // block for p in prompts]
-    n_pad = [(max(whole_blocks) - q) * block for q in whole_blocks]
+    n_pad = padding([len(p) for p in prompts], block)
     return [[pad_id] * n + [int(t) for t in p] for n, p in zip(n_pad, prompts)], n_pad
+
+
+def padding(lengths, block: int = 1) -> list[int]:
+    """How many pads left_pad puts before prompts of these lengths: enough to give every prompt as many whole
+    blocks as the one with the most (block=1: as many tokens as the longest)."""
+    whole_blocks = [n // block for n in lengths]
+    return [(max(whole_blocks) - q) * block for q in whole_blocks]
 
 
 def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: int = 1):
@@ -582,10 +588,8 @@ def prompt_columns(model, lengths, block_aligned: bool = False) -> int:
     block sampler, make_canvas), the most whole blocks of any prompt and then the largest remainder, up to a block
     minus one column more. What is left of max_seq_len after them is the room to generate in."""
     cfg = model.config
-    if not (block_aligned and cfg.attention == "block_causal"):
-        return max(lengths)
-    block = cfg.attn_block_size
-    return max(n // block for n in lengths) * block + max(n % block for n in lengths)
+    block = cfg.attn_block_size if block_aligned and cfg.attention == "block_causal" else 1
+    return max(n + pad for n, pad in zip(lengths, padding(lengths, block)))
 
 
 def batches(model, prompts, batch_size: int, block_aligned: bool = False) -> list[list[int]]:
