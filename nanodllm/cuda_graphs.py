@@ -19,6 +19,12 @@ the replays alone, after one untimed call that records (bench_sampler.py does). 
 KV cache's memory, a later call's cache adopts the buffers the graphs were recorded with: one decoding at a time
 per model and cache shape, which is how the samplers run.
 
+The same goes for what a sampler does with a pass's logits: sample, commit, test whether a row has stopped. Run
+eagerly, those few dozen small operators are launched one by one from Python after every pass, and since the
+sampler waits for the stop test before it can start the next pass, the GPU idles through all of them. Handed to
+DecodingStep as `then` (a function of the logits and a few tensors, with no GPU sync in it), they are recorded
+into the pass's graph: a step is then one replay and one wait (gpt-fast's whole compiled decode step, by hand).
+
 DecodingStep is what the samplers call at every step: it builds the pass's inputs, eager or fixed-shape, with
 the model's one mask builder (model.attention_mask). GraphedForward records and replays. On the CPU there are no
 graphs: the same fixed-shape passes run eagerly, giving the same tokens with no speed-up. The CPU tests check
@@ -36,34 +42,41 @@ def window(t, a: int, b: int):
 
 
 class DecodingStep:
-    """step(x, key_mask, positions, a, end, logits_at): one forward pass of a sampler over the columns [a, end)
-    of its canvas x (B, W) -> the logits at `logits_at` of those columns. With a KV cache the columns before a
-    are read from it, and the cache holds the canvas's columns at the same indices.
+    """step(x, key_mask, positions, a, end, logits_at, **state): one forward pass of a sampler over the columns
+    [a, end) of its canvas x (B, W) -> the logits at `logits_at` of those columns, or then(logits, **state). With
+    a KV cache the columns before a are read from it, and the cache holds the canvas's columns at the same indices.
 
     key_mask, positions (B, W): the canvas's key padding and RoPE positions (None when no row is padded).
     segments: None, or the (W,) segment of every column for a block-causal model: a token sees its own segment
     and earlier ones (model.attention_mask). The sampler's blocks set them, not the model's training block size.
+    then: None, or the sampler's bookkeeping after a pass, `then(logits, **state)` -> tensors: a hashable object
+    (its settings are part of a recording's key) with no GPU sync inside; `then.graphable` says whether it may be
+    recorded (a random draw from the caller's generator may not: a replay would repeat it).
 
     Eager (graphs=False): the model reads the new columns and attends over [0, end).
-    graphs=True: with a cache, every pass after the first (the prefill, one of a kind) reads the whole cache under
-    a mask that hides the columns not written yet (>= end), so its shapes depend only on end - a; without a
-    cache (LLaDA's vanilla sampler) every pass already has the canvas's shape. Those passes go through
-    GraphedForward: recorded and replayed on the GPU, run eagerly on the CPU.
+    graphs=True: with a cache, every pass reads the whole cache under a mask that hides the columns not written
+    yet (>= end), so its shapes depend only on end - a (the prefill's on the prompt's length); without a cache
+    (LLaDA's vanilla sampler) every pass already has the canvas's shape. Those passes go through GraphedForward:
+    recorded and replayed on the GPU, run eagerly on the CPU, with `then` inside when it is graphable.
     """
 
-    def __init__(self, model, kv_cache=None, segments=None, graphs=False):
-        self.model, self.kv_cache, self.segments = model, kv_cache, segments
+    def __init__(self, model, kv_cache=None, segments=None, graphs=False, then=None):
+        self.model, self.kv_cache, self.segments, self.then = model, kv_cache, segments, then
         self.graphed = recordings(model, kv_cache) if graphs else None
+        self.fixed_inputs = (None, None)  # ((a, end), inputs): every pass inside a block has the same ones
 
-    def __call__(self, x, key_mask, positions, a: int, end: int, logits_at):
-        kv = self.kv_cache
-        if self.graphed is not None and kv is not None and kv.length > 0:
-            return self._fixed_shape(x, key_mask, positions, a, end, logits_at)
-        inputs = dict(positions=window(positions, a, end), attn_mask=self._eager_mask(key_mask, a, end),
-                      logits_at=logits_at)
-        if self.graphed is None or kv is not None:  # eager; with a cache, the prefill too: one of a kind
-            return self.model(x[:, a:end], kv_cache=kv, **inputs)
-        return self.graphed(x[:, a:end], **inputs)  # no cache: every pass has the canvas's shape already
+    def __call__(self, x, key_mask, positions, a: int, end: int, logits_at, **state):
+        if self.graphed is not None and self.kv_cache is not None:
+            inputs = self._fixed_shape(key_mask, positions, a, end, len(x), x.shape[1])
+        else:
+            inputs = dict(positions=window(positions, a, end), attn_mask=self._eager_mask(key_mask, a, end))
+        if self.graphed is None:
+            logits = self.model(x[:, a:end], kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
+        elif self.then is not None and self.then.graphable:  # the bookkeeping inside the pass's graph
+            return self.graphed(x[:, a:end], logits_at=logits_at, then=self.then, state=state, **inputs)
+        else:
+            logits = self.graphed(x[:, a:end], logits_at=logits_at, **inputs)
+        return logits if self.then is None else self.then(logits, **state)
 
     def _eager_mask(self, key_mask, a: int, end: int):
         """Over keys [0, end): the key padding alone (the model adds its own causal or bidirectional rule), or,
@@ -73,19 +86,22 @@ class DecodingStep:
         columns = torch.arange(end, device=self.segments.device)
         return attention_mask(columns[a:end], columns, segments=self.segments, real_keys=window(key_mask, 0, end))
 
-    def _fixed_shape(self, x, key_mask, positions, a: int, end: int, logits_at):
-        """The pass over [a, end) with inputs whose shapes do not depend on how far decoding has got: keys are the
-        whole cache (W columns), the mask hides those not written yet, the new keys/values go to columns [a, end).
-        Without segments (the AR sampler's one new token at column end - 1) seeing the written columns is exactly
-        causal attention."""
-        B, W = x.shape
-        columns = torch.arange(W, device=x.device)
+    def _fixed_shape(self, key_mask, positions, a: int, end: int, B: int, W: int) -> dict:
+        """The inputs of the pass over [a, end) whose shapes do not depend on how far decoding has got: keys are
+        the whole cache (W columns), the mask hides those not written yet, the new keys/values go to columns
+        [a, end). Without the sampler's segments, the model's own attention rule (a causal prefill). Built once
+        per (a, end): the passes inside a block share them."""
+        if self.fixed_inputs[0] == (a, end):
+            return self.fixed_inputs[1]
+        columns = torch.arange(W, device=self.kv_cache.k.device)
         written = columns < end  # (W,)
         real_keys = written[None, :] if key_mask is None else key_mask & written  # (B or 1, W)
-        mask = attention_mask(columns[a:end], columns, segments=self.segments, real_keys=real_keys)
+        segments = self.model.segments(columns) if self.segments is None else self.segments
+        mask = attention_mask(columns[a:end], columns, segments=segments, real_keys=real_keys)
         positions = columns[a:end].expand(B, -1) if positions is None else positions[:, a:end]  # (B, T)
-        return self.graphed(x[:, a:end], positions=positions, attn_mask=mask.expand(B, 1, end - a, W),
-                            write_at=columns[a:end], logits_at=logits_at)
+        inputs = dict(positions=positions, attn_mask=mask.expand(B, 1, end - a, W), write_at=columns[a:end])
+        self.fixed_inputs = ((a, end), inputs)
+        return inputs
 
 
 def recordings(model, kv_cache=None) -> "GraphedForward":
@@ -117,9 +133,13 @@ class GraphedForward:
 
     Call it like the model, with every input that varies as a tensor of fixed shape (None stays None): with a KV
     cache, a full (B, 1, T, S) attention mask over the whole cache and `write_at`, the (T,) cache columns the T
-    new tokens are written to. The returned logits live in the graph's memory and are overwritten by the next
-    call: use them before calling again (the samplers do).
+    new tokens are written to. With `then` (DecodingStep's), then(logits, **state) is recorded after the forward
+    in the same graph, and its tensors are returned instead of the logits; `state`'s tensors are inputs like the
+    others. What comes back lives in the graph's memory and is overwritten by the next call: use it before
+    calling again (the samplers do).
     """
+
+    MODEL_INPUTS = ("idx", "positions", "attn_mask", "write_at")  # the rest of the inputs are then's state
 
     def __init__(self, model, kv_cache=None):
         self.model, self.kv_cache = model, kv_cache
@@ -127,33 +147,37 @@ class GraphedForward:
         self.graphs = {}  # input shapes -> (input buffers, output, graph)
         self.pool = torch.cuda.graph_pool_handle() if self.record else None  # memory shared by our graphs
 
-    def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None):
-        inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, write_at=write_at)
+    def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None, then=None, state=None):
+        inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, write_at=write_at, **(state or {}))
         if not self.record:
-            return self._forward(inputs, logits_at)
-        key = self.shapes_key(inputs, logits_at)
+            return self._forward(inputs, logits_at, then)
+        key = self.shapes_key(inputs, logits_at, then)
         if key not in self.graphs:
-            self.graphs[key] = self._record(inputs, logits_at)
-        buffers, logits, graph = self.graphs[key]
+            self.graphs[key] = self._record(inputs, logits_at, then)
+        buffers, output, graph = self.graphs[key]
         for name, t in inputs.items():
             if t is not None:  # an input that is None was None at the recording too: the shapes key says so
                 buffers[name].copy_(t)
         graph.replay()
-        return logits
+        return output
 
     @staticmethod
-    def shapes_key(inputs: dict, logits_at) -> tuple:
-        """One recording per: where the logits are read (a tuple of slices, fixed per block), the autocast dtype,
-        and every input's shape and dtype (an input that is None was None at the recording too)."""
+    def shapes_key(inputs: dict, logits_at, then=None) -> tuple:
+        """One recording per: where the logits are read (a tuple of slices, fixed per block), what is recorded
+        after the forward (`then`, by its settings), the autocast dtype, and every input's shape and dtype (an
+        input that is None was None at the recording too)."""
         autocast = torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda")
-        return (repr(logits_at), autocast) + tuple((name, tuple(t.shape), t.dtype) for name, t in inputs.items()
-                                                    if t is not None)
+        return (repr(logits_at), then, autocast) + tuple((name, tuple(t.shape), t.dtype)
+                                                          for name, t in inputs.items() if t is not None)
 
-    def _forward(self, inputs, logits_at):
-        return self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],
-                          kv_cache=self.kv_cache, write_at=inputs["write_at"], logits_at=logits_at)
+    def _forward(self, inputs, logits_at, then=None):
+        logits = self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],
+                            kv_cache=self.kv_cache, write_at=inputs["write_at"], logits_at=logits_at)
+        if then is None:
+            return logits
+        return then(logits, **{name: t for name, t in inputs.items() if name not in self.MODEL_INPUTS})
 
-    def _record(self, inputs, logits_at):
+    def _record(self, inputs, logits_at, then=None):
         buffers = {name: None if t is None else t.clone() for name, t in inputs.items()}
         # Autocast keeps low-precision copies of the weights in a cache that is emptied when the caller's autocast
         # region ends; a graph that recorded reads of those copies would replay reads of freed memory. Recording
@@ -165,9 +189,9 @@ class GraphedForward:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._forward(buffers, logits_at)
+                self._forward(buffers, logits_at, then)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                logits = self._forward(buffers, logits_at)
-        return buffers, logits, graph
+                output = self._forward(buffers, logits_at, then)
+        return buffers, output, graph

@@ -300,8 +300,12 @@ class Transformer(nn.Module):
         if real_keys is None and kind == "causal" and offset == 0:
             return None, True  # the fast path: SDPA's own causal kernel
         columns = torch.arange(offset + T, device=device)
-        segments = {"causal": columns, "block_causal": columns // self.config.attn_block_size}.get(kind)
-        return attention_mask(columns[offset:], columns, segments=segments, real_keys=real_keys), False
+        return attention_mask(columns[offset:], columns, segments=self.segments(columns), real_keys=real_keys), False
+
+    def segments(self, columns):
+        """The attention segment of every column (attention_mask's rule): its own for causal attention, one per
+        attn_block_size columns for block_causal, None (one for all) for bidirectional."""
+        return {"causal": columns, "block_causal": columns // self.config.attn_block_size}.get(self.config.attention)
 
     def forward(self, idx, *, positions=None, attn_mask=None, kv_cache=None, write_at=None, logits_at=None):
         """idx (B, T) token ids -> logits (B, T, V), or (N, V) at the N True positions of `logits_at` (B, T).

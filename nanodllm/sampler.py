@@ -34,6 +34,7 @@ commit rules, the canvas), then one function per sampler, then `generate`, then 
 
 import inspect
 import itertools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -293,7 +294,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     caps every row.
 
     cuda_graphs (needs the cache): every pass after the first has one of two shapes, a block alone or a finished
-    block with the next one, so each is recorded once as a CUDA graph and replayed (nanodllm/cuda_graphs.py).
+    block with the next one, so each is recorded once as a CUDA graph and replayed (nanodllm/cuda_graphs.py),
+    as is the first (per prompt length). The step's bookkeeping (CommitBlock: sampling, the commit, the stop
+    test) is recorded into the same graph when decoding is greedy, so a step is one launch and one wait.
     Finished rows then stay in the batch, riding along uncounted: a replay cannot change its shape.
 
     prompts: token-id lists (any lengths) or a (B, P) tensor. trace: called after every step with, per row, its
@@ -312,7 +315,8 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     if block_causal:
         segments = torch.arange(total, device=x.device) // block_size  # (total,) the block of every column
         first -= first % block_size  # the block that holds every prompt's end comes first, their masks after them
-    step = DecodingStep(model, kv, segments, graphs=cuda_graphs)
+    commit = CommitBlock(cfg.mask_id, cfg.eos_id, threshold, eos_frontier, temperature, top_k, top_p, generator)
+    step = DecodingStep(model, kv, segments, graphs=cuda_graphs, then=commit)
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
@@ -322,27 +326,20 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
             writes, last = batch.columns(start, end)  # the block's columns each row writes; its last one in it?
             for i in itertools.count():
                 a = kv.length if kv is not None else 0  # the first column fed: everything not cached
-                logits = step(batch.x, batch.key_mask, batch.positions, a, end,
-                              _last_columns(start - a, end - a))  # (B, n, V): the output head on the block only
+                k = (None if steps_per_block is None else  # fixed steps: the row's masks in the block, over them
+                     num_transfer_tokens(writes.sum(dim=-1), steps_per_block)[:, i])
+                block, done, stop_flags = step(batch.x, batch.key_mask, batch.positions, a, end,
+                                               _last_columns(start - a, end - a),  # the output head on the block
+                                               block=batch.x[:, start:end], writes=writes, last=last,
+                                               live=batch.live, k=k)
+                batch.x[:, start:end] = block
                 nfe, row_nfe = nfe + 1, row_nfe + batch.running
                 if kv is not None:  # the prompt, or the block finished before this one; with output_shift all
                     # but its last column, whose output predicts the block's first token: every pass feeds it again
                     kv.commit(max(start - cfg.output_shift, 0) - kv.length)
 
-                block = batch.x[:, start:end]
-                x0, confidence = sample_tokens(logits, temperature, top_k, top_p, generator)
-                masked = block == cfg.mask_id
-                if eos_frontier:  # no EOS behind a masked position: its row's first masked one is never barred
-                    behind = masked & (masked.long().cumsum(dim=-1) > 1)
-                    confidence = confidence.masked_fill(behind & (x0 == cfg.eos_id), -1.0)
-                commit = (above_threshold(confidence, masked, threshold) if steps_per_block is None else
-                          most_confident(confidence, masked,  # the row's masks in the block, over the steps
-                                         num_transfer_tokens(writes.sum(dim=-1), steps_per_block)[:, i]))
-                block = torch.where(commit, x0, block)
-                batch.x[:, start:end] = block
-
-                done, block_open = stopped_rows(block, batch.live, writes, last, cfg)
-                if done is not None:
+                any_done, block_open = stop_flags.tolist()  # the step's one GPU sync
+                if any_done:
                     batch.finish(done, end, cfg.eos_id)
                     writes, last = batch.columns(start, end)  # for the rows left
                 if trace is not None:
@@ -355,23 +352,56 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
 
 
-def stopped_rows(block, live, writes, last, cfg):
-    """Which rows are done after a commit, read from the current block alone -> (done (B,) bool, or None when
-    no row is, block_open: bool, whether a running row still has masks in the block).
+@dataclass(frozen=True)
+class CommitBlock:
+    """What block_diffusion_generate does with a pass's logits, its step's bookkeeping:
+    commit(logits (B, n, V), block (B, n), writes, last, live, k) -> (block after the commit, done, stop_flags).
+
+    Sample a token at every position; commit some of the block's masked ones (above_threshold, or with k (B,)
+    most_confident, each row k of them); then stopped_rows. No GPU sync and no Python branch on the data inside:
+    with CUDA graphs DecodingStep records it into the pass's graph (graphable), unless sampling draws from the
+    caller's generator. Frozen: its settings are part of a recording's key; the generator is not."""
+    mask_id: int
+    eos_id: int
+    threshold: float
+    eos_frontier: bool = False
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = field(default=None, compare=False)
+
+    @property
+    def graphable(self) -> bool:
+        return self.temperature == 0
+
+    def __call__(self, logits, block, writes, last, live, k=None):
+        x0, confidence = sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.generator)
+        masked = block == self.mask_id
+        if self.eos_frontier:  # no EOS behind a masked position: its row's first masked one is never barred
+            behind = masked & (masked.long().cumsum(dim=-1) > 1)
+            confidence = confidence.masked_fill(behind & (x0 == self.eos_id), -1.0)
+        commit = above_threshold(confidence, masked, self.threshold) if k is None else \
+            most_confident(confidence, masked, k)
+        block = torch.where(commit, x0, block)
+        return (block,) + stopped_rows(block, live, writes, last, self.mask_id, self.eos_id)
+
+
+def stopped_rows(block, live, writes, last, mask_id: int, eos_id: int):
+    """Which rows are done after a commit, read from the current block alone -> (done (B,) bool, stop_flags (2,)
+    bool: whether any row is done, whether a running row still has masks in the block).
 
     A row is done once it has committed an EOS with nothing masked before it: nothing earlier can still turn into
     an earlier EOS. Earlier blocks are complete and EOS-free (else the row would have stopped there), so the
     block is enough. A row is also done once the block that holds its last column (max_new_tokens reached) is
     complete. writes (B, n): the block's columns the row writes, not its prompt's end nor the padding after its
     last column; last (B,): whether its last column is in the block (DecodingBatch.columns).
-    Both answers come back in one GPU sync: the step's only one."""
-    masked = block == cfg.mask_id
-    eos = (block == cfg.eos_id) & writes
+    The two flags come back to the host together, in the step's one GPU sync."""
+    masked = block == mask_id
+    eos = (block == eos_id) & writes
     by_eos = (eos & (masked.cumsum(dim=-1) == 0)).any(dim=-1)  # an EOS with nothing masked before it
     done = (by_eos | (last & ~masked.any(dim=-1))) & live
     block_open = (masked.any(dim=-1) & ~done & live).any()
-    any_done, block_open = torch.stack([done.any(), block_open]).tolist()
-    return (done if any_done else None), block_open
+    return done, torch.stack([done.any(), block_open])
 
 
 class DecodingBatch:
@@ -497,7 +527,8 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     feeds only the newest token and commits it. cache=False recomputes the whole sequence every pass (the
     reference the cache is tested against). Rows stop independently at EOS and leave the batch and the cache.
     cuda_graphs (needs the cache): every pass after the prefill has the same shape, one token per row, so it is
-    recorded once as a CUDA graph and replayed, as block_diffusion_generate does; finished rows ride along.
+    recorded once as a CUDA graph and replayed (the prefill once per prompt length), with the step's bookkeeping
+    (CommitToken) inside when greedy, as block_diffusion_generate does; finished rows ride along.
     """
     cfg = model.config
     _check_autoregressive(cfg, prompts, max_new_tokens, cache, cuda_graphs)
@@ -506,27 +537,50 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     P = starts[0]  # every row's first generated column (block=1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    step = DecodingStep(model, kv, graphs=cuda_graphs)
+    step = DecodingStep(model, kv, graphs=cuda_graphs,
+                        then=CommitToken(cfg.eos_id, temperature, top_k, top_p, generator))
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:
         for t in range(P, total):  # t: the column the next token goes to
             a = kv.length if kv is not None else 0  # with the cache: the prompt (the prefill), then one token
-            logits = step(batch.x, batch.key_mask, batch.positions, a, t, _last_columns(t - 1 - a, t - a))[:, 0]
+            tokens, done, any_done = step(batch.x, batch.key_mask, batch.positions, a, t,
+                                          _last_columns(t - 1 - a, t - a), live=batch.live)  # (B,), (B,), ()
+            batch.x[:, t] = tokens
             nfe, row_nfe = nfe + 1, row_nfe + batch.running
             if kv is not None:
                 kv.commit(t - kv.length)
-            tokens, _ = sample_tokens(logits, temperature, top_k, top_p, generator)  # (B,)
-            batch.x[:, t] = tokens
-            done = ((tokens == cfg.eos_id) | (t + 1 == total)) & batch.live
-            if done.any():  # the step's one sync
+            if t + 1 == total:  # max_new_tokens: every row still running ends here
+                batch.finish(batch.live, t + 1, cfg.eos_id)
+            elif any_done.item():  # the step's one sync
                 batch.finish(done, t + 1, cfg.eos_id)
             if trace is not None:
                 trace(batch.canvas(t + 1))
             if not batch.running:
                 break
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
+
+
+@dataclass(frozen=True)
+class CommitToken:
+    """What autoregressive_generate does with a pass's logits (B, 1, V): sample the next token of every row ->
+    (tokens (B,), done (B,): the running rows that wrote EOS, any_done ()). No GPU sync inside: with CUDA graphs it
+    is recorded into the pass's graph when greedy, as CommitBlock is for the block sampler."""
+    eos_id: int
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = field(default=None, compare=False)
+
+    @property
+    def graphable(self) -> bool:
+        return self.temperature == 0
+
+    def __call__(self, logits, live):
+        tokens, _ = sample_tokens(logits[:, 0], self.temperature, self.top_k, self.top_p, self.generator)
+        done = (tokens == self.eos_id) & live
+        return tokens, done, done.any()
 
 
 # -----------------------------------------------------------------------------
@@ -540,8 +594,9 @@ KNOBS = {name for fn in SAMPLERS.values() for name, p in inspect.signature(fn).p
 
 def knobs(name: str, **given) -> dict:
     """Every knob of sampler `name` with the value it runs with: the given one, or the sampler's default where
-    it is not given or is None (for llada, steps and block_length then follow gen_length). Knobs of the other samplers are ignored, so a script can pass all its flags to
-    whichever sampler is chosen; a knob no sampler has is an error."""
+    it is not given or is None (for llada, steps and block_length then follow gen_length). Knobs of the other
+    samplers are ignored, so a script can pass all its flags to whichever sampler is chosen; a knob no sampler has
+    is an error."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     unknown = set(given) - KNOBS

@@ -10,8 +10,11 @@ import torch
 
 from nanodllm.cuda_graphs import GraphedForward, recordings
 from nanodllm.model import KVCache
-from nanodllm.sampler import autoregressive_generate, block_diffusion_generate, llada_generate
+from nanodllm.sampler import CommitBlock, autoregressive_generate, block_diffusion_generate, llada_generate
 from tests.test_sampler import EOS, PROMPTS, assert_clean, no_eos, tiny_model, wrap_forward
+
+
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
 
 
 def eos_at_12(logits, positions):
@@ -44,11 +47,40 @@ def check_same(runs):
 @pytest.mark.parametrize("attention, output_shift", [("block_causal", False), ("bidirectional", False),
                                                      ("block_causal", True)])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_block_sampler_fixed_shapes_same_tokens(attention, output_shift, seed):
+@pytest.mark.parametrize("knobs", [dict(threshold=0.3), dict(steps_per_block=4), dict(eos_frontier=True)])
+def test_block_sampler_fixed_shapes_same_tokens(attention, output_shift, seed, knobs):
     model = model_on("cpu", attention, seed, output_shift=output_shift)
     wrap_forward(model, eos_at_12)
-    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=44))
+    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, max_new_tokens=44, **knobs))
     assert 0 < sum(stats.finished) and len(set(stats.tokens)) > 1  # rows did stop, at different places
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("generate, attention, knobs", [
+    (block_diffusion_generate, "bidirectional", dict(block_size=8, threshold=0.3, max_new_tokens=20)),
+    (autoregressive_generate, "causal", dict(max_new_tokens=20))])
+def test_sampling_from_a_generator_stays_outside_the_graph(device, generate, attention, knobs):
+    """With temperature > 0 the bookkeeping draws from the caller's generator, which a replay would repeat: it
+    runs after the (fixed-shape) pass instead. One prompt, so that no row leaves the eager batch and both runs
+    draw noise of the same shapes: the same seed gives the same tokens."""
+    model = model_on(device, attention, sharpen=1.0)
+    runs = [generate(model, PROMPTS[:1], cuda_graphs=graphs, temperature=1.0,
+                     generator=torch.Generator(device).manual_seed(0), **knobs) for graphs in (False, True)]
+    assert runs[0][0] == runs[1][0]
+    assert not CommitBlock(0, 1, 0.9, temperature=1.0).graphable and CommitBlock(0, 1, 0.9).graphable
+
+
+def test_the_bookkeeping_is_part_of_a_recordings_key():
+    """Recorded into the graph, the commit's settings are frozen into it: another threshold needs another
+    recording, the same settings (a new object, as each sampler call makes) reuse it; the generator is no
+    setting (a graphable commit draws nothing from it)."""
+    x = torch.zeros(2, 8, dtype=torch.long)
+    inputs = dict(idx=x, positions=None, attn_mask=torch.ones(2, 1, 8, 8, dtype=torch.bool), write_at=None)
+    key, block = GraphedForward.shapes_key, (slice(None), slice(0, 4))
+    commit = CommitBlock(mask_id=3, eos_id=1, threshold=0.9)
+    assert key(inputs, block, commit) == key(inputs, block, CommitBlock(3, 1, 0.9, generator=torch.Generator()))
+    assert key(inputs, block, commit) != key(inputs, block, CommitBlock(3, 1, 0.7))
+    assert key(inputs, block, commit) != key(inputs, block)  # the forward alone
 
 
 def test_ar_and_llada_fixed_shapes_same_tokens():
@@ -109,7 +141,7 @@ def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
     recorded = []
     record = GraphedForward._record
     monkeypatch.setattr(GraphedForward, "_record",
-                        lambda self, inputs, at: recorded.append(inputs["idx"].shape) or record(self, inputs, at))
+                        lambda self, inputs, *at: recorded.append(inputs["idx"].shape) or record(self, inputs, *at))
     causal, model = model_on("cuda", "causal", sharpen=1.0), model_on("cuda", "bidirectional")
     wrap_forward(causal, eos_at_12)
     wrap_forward(model, eos_at_12)
@@ -134,18 +166,19 @@ def test_cuda_graphs_recorded_once_and_replayed(monkeypatch):
     recorded = []
     record = GraphedForward._record
     monkeypatch.setattr(GraphedForward, "_record",
-                        lambda self, inputs, at: recorded.append(inputs["idx"].shape) or record(self, inputs, at))
+                        lambda self, inputs, *at: recorded.append(inputs["idx"].shape) or record(self, inputs, *at))
     model = model_on("cuda", "block_causal")
     wrap_forward(model, no_eos)  # no row stops: seven blocks of 8 (the model's own), the first holding the prompt
     stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=49))
-    assert len(recorded) == len(set(recorded)) and {shape[1] for shape in recorded} <= {8, 16}
-    assert stats.nfe > len(recorded) + 1  # the prefill is eager; the other passes replay
+    P = max(len(p) for p in PROMPTS) // 8 * 8 + 8  # the prefill: the prompts' whole blocks and the first masks
+    assert len(recorded) == len(set(recorded)) and {shape[1] for shape in recorded} <= {P, 8, 16}
+    assert stats.nfe > len(recorded)  # every pass replays a recording, the bookkeeping inside
 
     recorded.clear()
     causal = model_on("cuda", "causal", sharpen=1.0)
     wrap_forward(causal, eos_at_12)
     stats = check_same(run_both(autoregressive_generate, causal, max_new_tokens=30))
-    assert len(recorded) == 1 and stats.nfe > 3
+    assert len(recorded) == 2 and stats.nfe > 3  # the prefill, then one token per row
     model = model_on("cuda", "bidirectional")
     check_same(run_both(llada_generate, model, gen_length=32, steps=16, block_length=8))
     same_length = [p[:1] for p in PROMPTS]  # no padding: positions and key mask are None
