@@ -315,7 +315,8 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     if block_causal:
         segments = torch.arange(total, device=x.device) // block_size  # (total,) the block of every column
         first -= first % block_size  # the block that holds every prompt's end comes first, their masks after them
-    commit = CommitBlock(cfg.mask_id, cfg.eos_id, threshold, eos_frontier, temperature, top_k, top_p, generator)
+    commit = CommitBlock(mask_id=cfg.mask_id, eos_id=cfg.eos_id, threshold=threshold, eos_frontier=eos_frontier,
+                         temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     step = DecodingStep(model, kv, segments, graphs=cuda_graphs, then=commit)
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
@@ -352,19 +353,13 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
 
 
-@dataclass(frozen=True)
-class CommitBlock:
-    """What block_diffusion_generate does with a pass's logits, its step's bookkeeping:
-    commit(logits (B, n, V), block (B, n), writes, last, live, k) -> (block after the commit, done, stop_flags).
-
-    Sample a token at every position; commit some of the block's masked ones (above_threshold, or with k (B,)
-    most_confident, each row k of them); then stopped_rows. No GPU sync and no Python branch on the data inside:
-    with CUDA graphs DecodingStep records it into the pass's graph (graphable), unless sampling draws from the
-    caller's generator. Frozen: its settings are part of a recording's key; the generator is not."""
-    mask_id: int
-    eos_id: int
-    threshold: float
-    eos_frontier: bool = False
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """How a sampler's bookkeeping draws its tokens from a pass's logits (sample_tokens' settings). The base of
+    CommitBlock and CommitToken: what a step does after its pass, with no GPU sync and no Python branch on the data
+    inside, so that with CUDA graphs DecodingStep can record it into the pass's graph. It can when decoding is
+    greedy (graphable); a draw from the caller's generator cannot be recorded, since a replay would repeat it.
+    Frozen dataclasses: their settings are part of a recording's key; the generator is not."""
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
@@ -374,8 +369,24 @@ class CommitBlock:
     def graphable(self) -> bool:
         return self.temperature == 0
 
+    def sample(self, logits):
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.generator)
+
+
+@dataclass(frozen=True)
+class CommitBlock(Sampling):
+    """What block_diffusion_generate does with a pass's logits, its step's bookkeeping:
+    commit(logits (B, n, V), block (B, n), writes, last, live, k) -> (block after the commit, done, stop_flags).
+
+    Sample a token at every position; commit some of the block's masked ones (above_threshold, or with k (B,)
+    most_confident, each row k of them); then stopped_rows."""
+    mask_id: int
+    eos_id: int
+    threshold: float
+    eos_frontier: bool = False
+
     def __call__(self, logits, block, writes, last, live, k=None):
-        x0, confidence = sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.generator)
+        x0, confidence = self.sample(logits)
         masked = block == self.mask_id
         if self.eos_frontier:  # no EOS behind a masked position: its row's first masked one is never barred
             behind = masked & (masked.long().cumsum(dim=-1) > 1)
@@ -538,7 +549,8 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
     step = DecodingStep(model, kv, graphs=cuda_graphs,
-                        then=CommitToken(cfg.eos_id, temperature, top_k, top_p, generator))
+                        then=CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         generator=generator))
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
@@ -563,22 +575,14 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
 
 
 @dataclass(frozen=True)
-class CommitToken:
+class CommitToken(Sampling):
     """What autoregressive_generate does with a pass's logits (B, 1, V): sample the next token of every row ->
-    (tokens (B,), done (B,): the running rows that wrote EOS, any_done ()). No GPU sync inside: with CUDA graphs it
-    is recorded into the pass's graph when greedy, as CommitBlock is for the block sampler."""
+    (tokens (B,), done (B,): the running rows that wrote EOS, any_done ()). Recorded into the pass's graph when
+    greedy, as CommitBlock is for the block sampler (Sampling)."""
     eos_id: int
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    generator: torch.Generator | None = field(default=None, compare=False)
-
-    @property
-    def graphable(self) -> bool:
-        return self.temperature == 0
 
     def __call__(self, logits, live):
-        tokens, _ = sample_tokens(logits[:, 0], self.temperature, self.top_k, self.top_p, self.generator)
+        tokens, _ = self.sample(logits[:, 0])
         done = (tokens == self.eos_id) & live
         return tokens, done, done.any()
 

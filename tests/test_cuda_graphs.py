@@ -67,7 +67,8 @@ def test_sampling_from_a_generator_stays_outside_the_graph(device, generate, att
     runs = [generate(model, PROMPTS[:1], cuda_graphs=graphs, temperature=1.0,
                      generator=torch.Generator(device).manual_seed(0), **knobs) for graphs in (False, True)]
     assert runs[0][0] == runs[1][0]
-    assert not CommitBlock(0, 1, 0.9, temperature=1.0).graphable and CommitBlock(0, 1, 0.9).graphable
+    commit = dict(mask_id=0, eos_id=1, threshold=0.9)
+    assert not CommitBlock(**commit, temperature=1.0).graphable and CommitBlock(**commit).graphable
 
 
 def test_the_bookkeeping_is_part_of_a_recordings_key():
@@ -78,8 +79,9 @@ def test_the_bookkeeping_is_part_of_a_recordings_key():
     inputs = dict(idx=x, positions=None, attn_mask=torch.ones(2, 1, 8, 8, dtype=torch.bool), write_at=None)
     key, block = GraphedForward.shapes_key, (slice(None), slice(0, 4))
     commit = CommitBlock(mask_id=3, eos_id=1, threshold=0.9)
-    assert key(inputs, block, commit) == key(inputs, block, CommitBlock(3, 1, 0.9, generator=torch.Generator()))
-    assert key(inputs, block, commit) != key(inputs, block, CommitBlock(3, 1, 0.7))
+    assert key(inputs, block, commit) == key(inputs, block, CommitBlock(mask_id=3, eos_id=1, threshold=0.9,
+                                                                    generator=torch.Generator()))
+    assert key(inputs, block, commit) != key(inputs, block, CommitBlock(mask_id=3, eos_id=1, threshold=0.7))
     assert key(inputs, block, commit) != key(inputs, block)  # the forward alone
 
 
