@@ -64,6 +64,7 @@ class DecodingStep:
         self.model, self.kv_cache, self.segments, self.then = model, kv_cache, segments, then
         self.graphed = recordings(model, kv_cache) if graphs else None
         self.fixed_inputs = (None, None)  # ((a, end), inputs): every pass inside a block has the same ones
+        self.canvas = None  # (columns, mask of the whole canvas or None) for the fixed-shape inputs
 
     def __call__(self, x, key_mask, positions, a: int, end: int, logits_at, **state):
         if self.graphed is not None and self.kv_cache is not None:
@@ -89,15 +90,27 @@ class DecodingStep:
     def _fixed_shape(self, key_mask, positions, a: int, end: int, B: int, W: int) -> dict:
         """The inputs of the pass over [a, end) whose shapes do not depend on how far decoding has got: keys are
         the whole cache (W columns), the mask hides those not written yet, the new keys/values go to columns
-        [a, end). Without the sampler's segments, the model's own attention rule (a causal prefill). Built once
-        per (a, end): the passes inside a block share them."""
+        [a, end). Without the sampler's segments, the model's own attention rule (a causal prefill).
+
+        They are built once per (a, end), which the passes inside a block share. A model with segments (causal,
+        block_causal) needs no building at all: a query never sees a later segment, and every column of its own
+        segment and the earlier ones is written before it is fed (a pass ends at a segment's end, or the AR
+        sampler's one token ends the written columns), so the mask of the whole canvas, made once per call,
+        holds every pass's mask in its rows [a, end): a view, no kernel launched."""
         if self.fixed_inputs[0] == (a, end):
             return self.fixed_inputs[1]
-        columns = torch.arange(W, device=self.kv_cache.k.device)
-        written = columns < end  # (W,)
-        real_keys = written[None, :] if key_mask is None else key_mask & written  # (B or 1, W)
-        segments = self.model.segments(columns) if self.segments is None else self.segments
-        mask = attention_mask(columns[a:end], columns, segments=segments, real_keys=real_keys)
+        if self.canvas is None:  # once per call: the canvas's columns and, with segments, its whole mask
+            columns = torch.arange(W, device=self.kv_cache.k.device)
+            segments = self.model.segments(columns) if self.segments is None else self.segments
+            self.canvas = (columns, None if segments is None else
+                           attention_mask(columns, columns, segments=segments, real_keys=key_mask))
+        columns, canvas_mask = self.canvas
+        if canvas_mask is not None:
+            mask = canvas_mask[:, :, a:end]  # (B or 1, 1, T, W)
+        else:  # bidirectional: hide the columns not written yet
+            written = columns < end  # (W,)
+            real_keys = written[None, :] if key_mask is None else key_mask & written  # (B or 1, W)
+            mask = attention_mask(columns[a:end], columns, real_keys=real_keys)
         positions = columns[a:end].expand(B, -1) if positions is None else positions[:, a:end]  # (B, T)
         inputs = dict(positions=positions, attn_mask=mask.expand(B, 1, end - a, W), write_at=columns[a:end])
         self.fixed_inputs = ((a, end), inputs)
