@@ -26,9 +26,9 @@ Warm-up is excluded: each eager (sampler, batch size) first runs once on a short
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
 (the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
-Each timed call synchronises CUDA before and after. --profile decodes every row once more, untimed, under
-torch.profiler (nanodllm/profiling.py) and splits a forward pass's time into the GPU's kernels (the model's
-matmuls and attention, everything else) and the GPU's idle time, waiting for the host's bookkeeping.
+Each timed call synchronises CUDA before and after. --profile decodes the first --profile_batches batches once
+more, untimed, under torch.profiler (nanodllm/profiling.py) and splits a forward pass's time into the GPU's kernels
+(the model's matmuls and attention, everything else) and the GPU's idle time, waiting for the host's bookkeeping.
 
 The vanilla sampler is the slow one by design (gen_length forward passes over the whole canvas per prompt);
 --llada_prompts runs it on fewer prompts when time is short.
@@ -90,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="also profile one more decoding per row, untimed: "
                    "where a forward pass's time goes (GPU kernels by kind, idle GPU waiting for the host; CUDA only, on the "
                    "CPU every column is 0)")
+    p.add_argument("--profile_batches", type=int, default=4, help="profile the first this many batches of each "
+                   "sampler and batch size (parsing a trace of hundreds of thousands of events is slow); 0: all")
     p.add_argument("--out", default="bench_sampler.json", help="where to write the JSON results")
     args = p.parse_args(argv)
     try:
@@ -113,6 +115,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1")
     if min(args.batch_sizes) < 1:
         p.error("batch sizes must be >= 1")
+    if args.profile_batches < 0:
+        p.error("--profile_batches must be >= 0 (0: all)")
     if not all(0 <= t <= 1 for t in args.thresholds):
         p.error("--thresholds must be in [0, 1]")
     if args.llada_gen_length % args.llada_block_length or \
@@ -170,8 +174,8 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
 
 def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     """-> (pairs, completions, stats, where the time goes or None) of sampler `name` over all (prompt, reference)
-    pairs in batches of batch_size. With --profile, one more decoding of the same batches, untimed, runs under
-    torch.profiler (time_per_pass)."""
+    pairs in batches of batch_size. With --profile, one more decoding of the first --profile_batches of them,
+    untimed, runs under torch.profiler (time_per_pass, over the passes those batches took)."""
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
@@ -179,14 +183,18 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
     rows = batches(model, prompts, batch_size, block_aligned=name.startswith("block"))
     batched = [[prompts[i] for i in r] for r in rows]
-    decode_all = lambda: [run_sampler(name, model, b, args, threshold) for b in batched]
+    decode = lambda some: [run_sampler(name, model, b, args, threshold) for b in some]
     graphed = name.endswith("_graphs")
     with autocast(device, dtype):
         for b in batched if graphed else batched[:1]:  # graphs: record every shape the timed calls will replay
             run_sampler(name, model, b, args, threshold, warmup=not graphed)
-        results = decode_all()
+        results = decode(batched)
         stats = GenerationStats.combine([s for _, s in results])
-        where = time_per_pass(profiling.profile_steps(decode_all, 1, device), stats.nfe) if args.profile else None
+        where = None
+        if args.profile:
+            profiled = batched[:args.profile_batches or len(batched)]
+            passes = sum(s.nfe for _, s in results[:len(profiled)])
+            where = time_per_pass(profiling.profile_steps(lambda: decode(profiled), 1, device), passes)
     completions = [None] * len(prompts)
     for r, (out, _) in zip(rows, results):
         for i, completion in zip(r, out):
@@ -329,7 +337,9 @@ def main(argv=None):
 
     table = markdown(rows)
     if args.profile:
-        table += "\n\nWhere a forward pass's time goes (ms; one more decoding per row, profiled):\n\n" + time_markdown(rows)
+        some = args.profile_batches or "all"
+        table += (f"\n\nWhere a forward pass's time goes (ms; one more decoding of the first {some} batches, "
+                  "profiled):\n\n" + time_markdown(rows))
     print("\n" + table)
     write(args.out, head, rows, table)
     print(f"\nwrote {args.out}")

@@ -8,8 +8,10 @@
 # PART is one of
 #   ls-bench   the length suite: the AR base, ar and block_pad@ar fine-tuned from it (seed 0), then bench_sampler
 #              on them (the block sampler at several thresholds, against ar and LLaDA's vanilla sampler, batch 1
-#              and 16, CUDA graphs, --profile). 299 s of training, then 286 s of benchmark, on one H200
-#              (2026-12-03): give it DEADLINE=590.
+#              and 16, CUDA graphs, --profile). On one H200 (2026-12-03): 299 s of training then 286 s of
+#              benchmark; at eb675a5 321 s of training, and the benchmark, which then profiled every batch, was cut
+#              at 575 s profiling the vanilla sampler's last row. It profiles 4 batches per row now
+#              (--profile_batches): give it DEADLINE=590 and nothing else in the call.
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,

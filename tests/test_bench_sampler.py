@@ -88,6 +88,12 @@ def test_bad_thresholds_are_refused(thresholds, message, capsys):
     assert message.replace("\\", "") in capsys.readouterr().err
 
 
+def test_a_negative_profile_batches_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench_sampler.parse_args(["--init_from", "x", "--profile_batches", "-1"])
+    assert "--profile_batches must be >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--prompt_file", "ABSENT"], "--prompt_file ABSENT does not exist"),
     (["--init_from", "AR"], "is a causal model; --init_from takes the diffusion model"),
@@ -155,12 +161,13 @@ def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
 
 
 def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data, tmp_path, monkeypatch):
-    """--profile: each row gets its time per forward pass from one more, profiled decoding (here a made-up
-    profile of 2 ms of kernels and 1 ms idle over the whole decoding), divided by the row's passes."""
+    """--profile: each row gets its time per forward pass from one more, profiled decoding of its first
+    --profile_batches batches (here a made-up profile of 2 ms of kernels and 1 ms idle over that decoding),
+    divided by the passes those batches took."""
     profiled = []
 
     def fake_profile(step, steps, device):
-        profiled.append(len(step()))  # the decoding of every batch, once
+        profiled.append([s.nfe for _, s in step()])  # the passes of each batch decoded under the profiler
         return dict(window_ms_per_step=3.0, kernel_ms_per_step=2.0, matmul_ms_per_step=1.5,
                     attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
                     syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6})
@@ -169,11 +176,13 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     out = tmp_path / "bench.json"
     bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
                         "--n_prompts", "3", "--batch_sizes", "2", "--samplers", "block", "--block_size", "8",
-                        "--max_new_tokens", "16", "--device", "cpu", "--profile", "--out", str(out)])
+                        "--max_new_tokens", "16", "--device", "cpu", "--profile", "--profile_batches", "1",
+                        "--out", str(out)])
     r = json.loads(out.read_text())
     [row] = r["results"]
-    t, passes = row["time_per_pass"], row["nfe"]
-    assert profiled == [2]  # two batches (2 + 1 prompts)
+    [[passes]] = profiled  # the first of two batches (2 + 1 prompts)
+    t = row["time_per_pass"]
+    assert 0 < passes < row["nfe"]
     assert t["ms_per_pass"] == pytest.approx(3.0 / passes) and t["idle_ms_per_pass"] == pytest.approx(1.0 / passes)
     assert t["syncs_per_pass"] == pytest.approx(4 / passes) and t["copies_per_pass"] == pytest.approx(6 / passes)
     assert "GPU idle" in r["table"]
