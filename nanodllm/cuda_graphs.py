@@ -46,9 +46,8 @@ class DecodingStep:
     [a, end) of its canvas x (B, W) -> the logits at `logits_at` of those columns, or then(logits, **state). With
     a KV cache the columns before a are read from it, and the cache holds the canvas's columns at the same indices.
 
-    key_mask, positions (B, W): the canvas's key padding and RoPE positions (None when no row is padded).
-    segments: None, or the (W,) segment of every column for a block-causal model: a token sees its own segment
-    and earlier ones (model.attention_mask). The sampler's blocks set them, not the model's training block size.
+    key_mask, positions (B, W): the canvas's key padding and RoPE positions (None when no row is padded). The
+    attention rule (bidirectional, causal, block-causal) is the model's own (model.segments).
     then: None, or the sampler's bookkeeping after a pass, `then(logits, **state)` -> tensors: a hashable object
     (its settings are part of a recording's key) with no GPU sync inside; `then.graphable` says whether it may be
     recorded (a random draw from the caller's generator may not: a replay would repeat it).
@@ -60,8 +59,8 @@ class DecodingStep:
     recorded and replayed on the GPU, run eagerly on the CPU, with `then` inside when it is graphable.
     """
 
-    def __init__(self, model, kv_cache=None, segments=None, graphs=False, then=None):
-        self.model, self.kv_cache, self.segments, self.then = model, kv_cache, segments, then
+    def __init__(self, model, kv_cache=None, graphs=False, then=None):
+        self.model, self.kv_cache, self.then = model, kv_cache, then
         self.graphed = recordings(model, kv_cache) if graphs else None
         self.fixed_inputs = (None, None)  # ((a, end), inputs): every pass inside a block has the same ones
         self.canvas = None  # (columns, mask of the whole canvas or None) for the fixed-shape inputs
@@ -70,7 +69,8 @@ class DecodingStep:
         if self.graphed is not None and self.kv_cache is not None:
             inputs = self._fixed_shape(key_mask, positions, a, end, len(x), x.shape[1])
         else:
-            inputs = dict(positions=window(positions, a, end), attn_mask=self._eager_mask(key_mask, a, end))
+            # over keys [0, end): the key padding alone, to which the model adds its own attention rule
+            inputs = dict(positions=window(positions, a, end), attn_mask=window(key_mask, 0, end))
         if self.graphed is None:
             logits = self.model(x[:, a:end], kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
         elif self.then is not None and self.then.graphable:  # the bookkeeping inside the pass's graph
@@ -79,18 +79,10 @@ class DecodingStep:
             logits = self.graphed(x[:, a:end], logits_at=logits_at, **inputs)
         return logits if self.then is None else self.then(logits, **state)
 
-    def _eager_mask(self, key_mask, a: int, end: int):
-        """Over keys [0, end): the key padding alone (the model adds its own causal or bidirectional rule), or,
-        with segments, the full (B or 1, 1, T, end) mask."""
-        if self.segments is None:
-            return window(key_mask, 0, end)
-        columns = torch.arange(end, device=self.segments.device)
-        return attention_mask(columns[a:end], columns, segments=self.segments, real_keys=window(key_mask, 0, end))
-
     def _fixed_shape(self, key_mask, positions, a: int, end: int, B: int, W: int) -> dict:
         """The inputs of the pass over [a, end) whose shapes do not depend on how far decoding has got: keys are
         the whole cache (W columns), the mask hides those not written yet, the new keys/values go to columns
-        [a, end). Without the sampler's segments, the model's own attention rule (a causal prefill).
+        [a, end), under the model's own attention rule (model.segments).
 
         They are built once per (a, end), which the passes inside a block share. A model with segments (causal,
         block_causal) needs no building at all: a query never sees a later segment, and every column of its own
@@ -101,7 +93,7 @@ class DecodingStep:
             return self.fixed_inputs[1]
         if self.canvas is None:  # once per call: the canvas's columns and, with segments, its whole mask
             columns = torch.arange(W, device=self.kv_cache.k.device)
-            segments = self.model.segments(columns) if self.segments is None else self.segments
+            segments = self.model.segments(columns)
             self.canvas = (columns, None if segments is None else
                            attention_mask(columns, columns, segments=segments, real_keys=key_mask))
         columns, canvas_mask = self.canvas

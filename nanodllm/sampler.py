@@ -311,13 +311,12 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
                                                  "block_diffusion_generate", block=block_size if block_causal else 1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    first, segments = starts[0], None
-    if block_causal:
-        segments = torch.arange(total, device=x.device) // block_size  # (total,) the block of every column
-        first -= first % block_size  # the block that holds every prompt's end comes first, their masks after them
+    first = starts[0]
+    if block_causal:  # the block that holds every prompt's end comes first, their masks after them
+        first -= first % block_size
     commit = CommitBlock(mask_id=cfg.mask_id, eos_id=cfg.eos_id, threshold=threshold, eos_frontier=eos_frontier,
                          temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-    step = DecodingStep(model, kv, segments, graphs=cuda_graphs, then=commit)
+    step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
