@@ -52,7 +52,7 @@ from nanodllm.evaluation import (EvaluationError, check_room, first_step_test, g
                                  run_name, validation_nll)
 from nanodllm.probe import eos_block_probe
 from nanodllm.sampler import knobs, knobs_from_flags, prompt_columns
-from nanodllm.system import Dist, autocast, pick_device
+from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 DATASETS = ("lengthtask", "tinystories", "fineweb")
@@ -190,6 +190,9 @@ def run(args):
     causal = cfg.attention == "causal"
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     autocast_ctx = autocast(device, dtype)
+    for m in (model, judge):
+        if m is not None:
+            inference_weights(m, device, dtype)
     pairs = load_pairs(args.data, args.data_dir, args.num_samples)
     train = info.get("train") or {}
     if train.get("dataset", args.data) != args.data:

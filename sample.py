@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from nanodllm.sampler import GenerationStats, batches, generate, knobs, knobs_from_flags, prompt_columns
-from nanodllm.system import Dist, autocast, pick_device
+from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "llada", "length_bound", "ar")
@@ -215,6 +215,7 @@ def main(argv=None):
         device = pick_device(args.device, Dist())
         dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
         model, info = load(args.init_from, device)
+        inference_weights(model, device, dtype)
     except Exception as e:  # a missing or broken checkpoint, a bad device: one clear line, not a traceback
         sys.exit(f"error: {e}")
     cfg = model.config

@@ -60,14 +60,36 @@ def pick_device(name: str, d: Dist) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, dtype: str):
-    """bf16/fp16 autocast on CUDA; float32 on the CPU, where low precision is slow and gains nothing."""
+def low_precision(device: torch.device, dtype: str) -> torch.dtype | None:
+    """The dtype autocast computes in for --dtype on this device; None for float32, and always on the CPU, where
+    low precision is slow and gains nothing."""
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if dtype not in dtypes:
         raise ConfigError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
-    if device.type != "cuda" or dtype == "float32":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=dtypes[dtype])
+    return None if device.type != "cuda" or dtype == "float32" else dtypes[dtype]
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16/fp16 autocast on CUDA; float32 on the CPU."""
+    low = low_precision(device, dtype)
+    return nullcontext() if low is None else torch.autocast("cuda", dtype=low)
+
+
+def inference_weights(model: torch.nn.Module, device: torch.device, dtype: str) -> torch.nn.Module:
+    """For inference under autocast(device, dtype): stores every Linear's weight in autocast's dtype, once.
+
+    Why: autocast runs a Linear in low precision by casting its fp32 weight at each call. Eagerly, autocast's cache
+    keeps the cast copy for the rest of the autocast region; a CUDA graph cannot read that cache (its copies are
+    freed when the region ends: nanodllm/cuda_graphs.py), so every replay casts every weight again: for the gpt2
+    preset 85 cast kernels and about 0.75 GB of memory traffic per forward pass. Cast once here, those kernels are
+    gone and the outputs are the same bits, since autocast would have cast the weight to this very tensor. The
+    norms and the embedding stay fp32, as autocast sees them. Inference only: training needs the fp32 weights."""
+    low = low_precision(device, dtype)
+    if low is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.to(low)
+    return model
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -11,6 +11,7 @@ import torch
 from nanodllm.cuda_graphs import GraphedForward, recordings
 from nanodllm.model import KVCache
 from nanodllm.sampler import CommitBlock, autoregressive_generate, block_diffusion_generate, llada_generate
+from nanodllm.system import inference_weights
 from tests.test_sampler import EOS, PROMPTS, assert_clean, no_eos, tiny_model, wrap_forward
 
 
@@ -159,6 +160,25 @@ def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
             second = call()
         assert n > 0 and len(recorded) == n  # the second call only replayed
         assert second[0] == first[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_linear_weights_stored_in_bf16_replay_the_same_tokens():
+    """system.inference_weights takes the weight casts out of the recorded passes; the tokens stay the same, for
+    every graphed sampler. (The weights move, so the bf16 model gets recordings of its own.)"""
+    causal, model = model_on("cuda", "causal", sharpen=1.0), model_on("cuda", "bidirectional")
+    wrap_forward(causal, eos_at_12)
+    wrap_forward(model, eos_at_12)
+    calls = [lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
+                                              cuda_graphs=True),
+             lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
+             lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fp32_weights = [call()[0] for call in calls]
+        for m in (model, causal):
+            inference_weights(m, torch.device("cuda"), "bfloat16")
+        assert model.transformer.ff_out.weight.dtype == torch.bfloat16
+        assert [call()[0] for call in calls] == fp32_weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
