@@ -46,7 +46,7 @@ import torch
 from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, batches, generate, knobs, prompt_columns
-from nanodllm.system import Dist, autocast, pick_device
+from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
@@ -86,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="default: bfloat16 on CUDA, float32 on the CPU")
+    p.add_argument("--autocast_weights", action="store_true", help="keep the weights in fp32 and let autocast cast "
+                   "them at every pass, inside the CUDA graphs, as before system.inference_weights: the A/B of that "
+                   "change (same tokens)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--profile", action="store_true", help="also profile one more decoding per row, untimed: "
                    "where a forward pass's time goes (GPU kernels by kind, idle GPU waiting for the host; CUDA only, on the "
@@ -148,11 +151,12 @@ def load_prompts(args) -> list[tuple[list[int], list[int] | None]]:
     return pairs[:args.n_prompts]
 
 
-def load(path, device, max_seq_len):
+def load(path, device, max_seq_len, dtype, autocast_weights):
     try:
-        return load_model(path, device, max_seq_len)
+        model, info = load_model(path, device, max_seq_len)
     except CheckpointError as e:
         fail(f"cannot load {path}: {e}")
+    return model if autocast_weights else inference_weights(model, device, dtype), info
 
 
 def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
@@ -206,9 +210,13 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
     """profiling.profile_steps' summary of one decoding of all batches, per forward pass: the wall time, the GPU's
     kernels (the model's matmuls and attention; "other" holds the norms, RoPE, softmax and the sampler's own GPU
     work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs); and the host's
-    CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs)."""
+    CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs);
+    the kernels launched per pass, and the top kernels by time, each with its milliseconds and launches per pass."""
     per = lambda key: profile[key] / max(nfe, 1)
+    top = [dict(name=k["name"], kind=k["kind"], ms_per_pass=k["ms_per_step"] / max(nfe, 1),
+                launches_per_pass=k["launches_per_step"] / max(nfe, 1)) for k in profile["top_kernels"]]
     return dict(ms_per_pass=per("window_ms_per_step"), kernel_ms_per_pass=per("kernel_ms_per_step"),
+                kernels_per_pass=per("kernels_per_step"), top_kernels=top,
                 matmul_ms_per_pass=per("matmul_ms_per_step"), attention_ms_per_pass=per("attention_ms_per_step"),
                 other_ms_per_pass=per("other_ms_per_step"), idle_ms_per_pass=per("idle_ms_per_step"),
                 syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1),
@@ -264,14 +272,15 @@ def markdown(rows) -> str:
 
 def time_markdown(rows) -> str:
     """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile)."""
-    lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | syncs/pass | "
-             "copies/pass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | kernels/pass | "
+             "syncs/pass | copies/pass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         t = r["time_per_pass"]
         lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
                      f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
-                     f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['syncs_per_pass']:.1f} | "
+                     f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['kernels_per_pass']:.0f} | "
+                     f"{t['syncs_per_pass']:.1f} | "
                      f"{t['copies_per_pass']:.1f} |")
     return "\n".join(lines)
 
@@ -295,13 +304,13 @@ def main(argv=None):
     models = {}
     # RoPE tables long enough for the longest prompt plus the longest canvas, even past the training length
     needed = max(len(p) for p in prompts) + max(args.max_new_tokens, args.llada_gen_length)
-    diffusion, info = load(args.init_from, device, needed)
+    diffusion, info = load(args.init_from, device, needed, dtype, args.autocast_weights)
     if diffusion.config.attention == "causal":
         fail(f"{args.init_from} is a causal model; --init_from takes the diffusion model (and --ar_init_from the "
              f"causal one)")
     ar = None  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:
-        ar, _ = load(args.ar_init_from, device, needed)
+        ar, _ = load(args.ar_init_from, device, needed, dtype, args.autocast_weights)
         if ar.config.attention != "causal":
             fail(f"--ar_init_from {args.ar_init_from} is a {ar.config.attention} model; pass the autoregressive "
                  f"(causal, recipe ar) checkpoint")

@@ -37,14 +37,16 @@ def kind(kernel_name: str) -> str:
 
 def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
     """kernels: (name, start_us, end_us) of every GPU kernel in the profiled window of `steps` steps ->
-    per-step milliseconds of each kind, of idle time and of the window, the `top` kernels by total time, and the
-    `gaps` longest idle stretches with the kernels around them."""
+    per-step milliseconds of each kind, of idle time and of the window, the kernels launched per step, the `top`
+    kernels by total time (with their launches per step), and the `gaps` longest idle stretches with the kernels
+    around them."""
     kernels = sorted(kernels, key=lambda k: k[1])
-    per_kind, by_name = {"matmul": 0.0, "attention": 0.0, "other": 0.0}, {}
+    per_kind, by_name, launches = {"matmul": 0.0, "attention": 0.0, "other": 0.0}, {}, {}
     idle, gap_list, busy_until = 0.0, [], None
     for name, start, end in kernels:
         per_kind[kind(name)] += end - start
         by_name[name] = by_name.get(name, 0.0) + end - start
+        launches[name] = launches.get(name, 0) + 1
         if busy_until is not None and start > busy_until:  # nothing ran between busy_until and start
             idle += start - busy_until
             gap_list.append((start - busy_until, previous, name))
@@ -55,9 +57,11 @@ def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
     kernel_ms = sum(per_kind.values())
     return dict(
         steps=steps, window_ms_per_step=ms(window), kernel_ms_per_step=ms(kernel_ms), idle_ms_per_step=ms(idle),
+        kernels_per_step=len(kernels) / steps,
         **{f"{k}_ms_per_step": ms(v) for k, v in per_kind.items()},
         **{f"{k}_share": v / kernel_ms if kernel_ms else 0.0 for k, v in per_kind.items()},
-        top_kernels=[dict(name=n[:120], kind=kind(n), ms_per_step=ms(t), share=t / kernel_ms)
+        top_kernels=[dict(name=n[:120], kind=kind(n), ms_per_step=ms(t), share=t / kernel_ms,
+                          launches_per_step=launches[n] / steps)
                      for n, t in sorted(by_name.items(), key=lambda item: -item[1])[:top]],
         largest_gaps=[dict(us=g, after=a[:80], before=b[:80]) for g, a, b in sorted(gap_list, reverse=True)[:gaps]],
     )

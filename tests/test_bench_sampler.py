@@ -170,7 +170,9 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
         profiled.append([s.nfe for _, s in step()])  # the passes of each batch decoded under the profiler
         return dict(window_ms_per_step=3.0, kernel_ms_per_step=2.0, matmul_ms_per_step=1.5,
                     attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
-                    syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6})
+                    syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6},
+                    kernels_per_step=500.0, top_kernels=[dict(name="gemm", kind="matmul", ms_per_step=1.5,
+                                                              share=0.75, launches_per_step=100.0)])
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
     out = tmp_path / "bench.json"
@@ -185,6 +187,9 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert 0 < passes < row["nfe"]
     assert t["ms_per_pass"] == pytest.approx(3.0 / passes) and t["idle_ms_per_pass"] == pytest.approx(1.0 / passes)
     assert t["syncs_per_pass"] == pytest.approx(4 / passes) and t["copies_per_pass"] == pytest.approx(6 / passes)
+    assert t["kernels_per_pass"] == pytest.approx(500 / passes)
+    assert t["top_kernels"] == [dict(name="gemm", kind="matmul", ms_per_pass=pytest.approx(1.5 / passes),
+                                     launches_per_pass=pytest.approx(100 / passes))]
     assert "GPU idle" in r["table"]
 
 

@@ -24,6 +24,7 @@ def test_time_per_kind_idle_gaps_and_top_kernels_per_step():
     assert s["other_ms_per_step"] == pytest.approx(0.01)
     assert s["matmul_share"] == pytest.approx(200 / 260)
     assert [k["name"] for k in s["top_kernels"]] == ["gemm_a", "flash_fwd"]
+    assert s["kernels_per_step"] == 2 and [k["launches_per_step"] for k in s["top_kernels"]] == [1, 0.5]
     assert s["largest_gaps"] == [dict(us=30, after="rmsnorm", before="gemm_a")]
     assert "idle gaps 0.02 ms" in table(s)
 
