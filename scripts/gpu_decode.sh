@@ -11,7 +11,8 @@
 #              and 16, CUDA graphs, --profile). On one H200 (2026-12-03): 299 s of training then 286 s of
 #              benchmark; at eb675a5 321 s of training, and the benchmark, which then profiled every batch, was cut
 #              at 575 s profiling the vanilla sampler's last row. It profiles 4 batches per row now
-#              (--profile_batches): give it DEADLINE=590 and nothing else in the call.
+#              (--profile_batches): give it DEADLINE=590 and nothing else in the call. It first benchmarks a few
+#              rows with --autocast_weights (bench_lengthtask_autocast_weights.*): the A/B of inference_weights.
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -22,7 +23,7 @@
 # stage runs under a deadline ($DEADLINE seconds after the start, default 570), and whatever finished is written
 # into OUT before it:
 #   study-NAME/     study.py --collect: tables, figures, samples (no checkpoints)
-#   study-NAME.log, bench_DATASET.json (written row by row), bench_DATASET.log
+#   study-NAME.log, bench_DATASET*.json (written row by row), bench_DATASET*.log
 #   timings.txt     the wall seconds at the end of each stage
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
 # Run from the repo root with PYTHONPATH set to it, e.g. in a device call:
@@ -62,20 +63,23 @@ study() {  # dataset name recipes stages seeds [flags...]: study.py until the de
   stamp "study $name $stages (exit $?)"
 }
 
-bench() {  # dataset [flags...]: the decoding table of its seed-0 models, until the deadline
-  local runs=$STUDIES/$1/runs cap=${CAP[$1]}
+bench() {  # dataset name [flags...]: the decoding table of its seed-0 models into OUT/name.*, until the deadline
+  local runs=$STUDIES/$1/runs cap=${CAP[$1]} name=$2
   timeout -s INT "$(left)" python bench_sampler.py --init_from="$runs/block_pad@ar-s0" --ar_init_from="$runs/ar-s0" \
     --data_dir="$STUDIES/$1/data/$1" --n_prompts=16 --llada_prompts=4 --batch_sizes=1,16 \
     --samplers="$BENCH_SAMPLERS" --thresholds=0.9,0.7,0.5 --max_new_tokens="$cap" --llada_gen_length="$cap" \
-    --llada_steps="$cap" --llada_block_length=32 --out="$OUT/bench_$1.json" "${@:2}" $BENCH_FLAGS \
-    > "$OUT/bench_$1.log" 2>&1
-  stamp "bench $1 (exit $?)"
+    --llada_steps="$cap" --llada_block_length=32 --out="$OUT/$name.json" "${@:3}" $BENCH_FLAGS \
+    > "$OUT/$name.log" 2>&1
+  stamp "bench $name (exit $?)"
 }
 
 case $PART in
   ls-bench)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
-    bench lengthtask --profile
+    # first the weights as autocast casts them at every pass (before system.inference_weights), a few rows
+    bench lengthtask bench_lengthtask_autocast_weights --profile --autocast_weights --batch_sizes=1 \
+      --samplers=block_graphs,ar_graphs --thresholds=0.9
+    bench lengthtask bench_lengthtask --profile
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0
@@ -88,7 +92,7 @@ case $PART in
     ;;
   ts-bench)
     study tinystories tinystories ar,block_pad@ar base,finetune 0
-    bench tinystories
+    bench tinystories bench_tinystories
     ;;
   *) echo "error: unknown part '$PART'; $usage" >&2; exit 2 ;;
 esac
