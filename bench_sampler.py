@@ -211,12 +211,13 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
     kernels (the model's matmuls and attention; "other" holds the norms, RoPE, softmax and the sampler's own GPU
     work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs); and the host's
     CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs);
-    the kernels launched per pass, and the top kernels by time, each with its milliseconds and launches per pass."""
+    the kernels launched per pass, the top kernels by time, each with its milliseconds and launches per pass, and
+    the longest idle stretches of the profiled window with the kernels around them (what the GPU waited for)."""
     per = lambda key: profile[key] / max(nfe, 1)
     top = [dict(name=k["name"], kind=k["kind"], ms_per_pass=k["ms_per_step"] / max(nfe, 1),
                 launches_per_pass=k["launches_per_step"] / max(nfe, 1)) for k in profile["top_kernels"]]
     return dict(ms_per_pass=per("window_ms_per_step"), kernel_ms_per_pass=per("kernel_ms_per_step"),
-                kernels_per_pass=per("kernels_per_step"), top_kernels=top,
+                kernels_per_pass=per("kernels_per_step"), top_kernels=top, largest_gaps=profile["largest_gaps"],
                 matmul_ms_per_pass=per("matmul_ms_per_step"), attention_ms_per_pass=per("attention_ms_per_step"),
                 other_ms_per_pass=per("other_ms_per_step"), idle_ms_per_pass=per("idle_ms_per_step"),
                 syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1),

@@ -172,7 +172,8 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
                     attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
                     syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6},
                     kernels_per_step=500.0, top_kernels=[dict(name="gemm", kind="matmul", ms_per_step=1.5,
-                                                              share=0.75, launches_per_step=100.0)])
+                                                              share=0.75, launches_per_step=100.0)],
+                    largest_gaps=[dict(us=50.0, after="gemm", before="gemm")])
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
     out = tmp_path / "bench.json"
@@ -190,6 +191,7 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert t["kernels_per_pass"] == pytest.approx(500 / passes)
     assert t["top_kernels"] == [dict(name="gemm", kind="matmul", ms_per_pass=pytest.approx(1.5 / passes),
                                      launches_per_pass=pytest.approx(100 / passes))]
+    assert t["largest_gaps"] == [dict(us=50.0, after="gemm", before="gemm")]  # the window's, not per pass
     assert "GPU idle" in r["table"]
 
 
