@@ -177,9 +177,10 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
 
 
 def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
-    """-> (pairs, completions, stats, where the time goes or None) of sampler `name` over all (prompt, reference)
-    pairs in batches of batch_size. With --profile, one more decoding of the first --profile_batches of them,
-    untimed, runs under torch.profiler (time_per_pass, over the passes those batches took)."""
+    """-> (pairs, completions, stats, profile) of sampler `name` over all (prompt, reference) pairs in batches of
+    batch_size. profile() (with --profile; else None) decodes the first --profile_batches of them once more,
+    untimed, under torch.profiler -> time_per_pass, over the passes those batches took. It is a function so that
+    the caller can save the timed row first: profiling a slow sampler takes longer than timing it."""
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
@@ -194,16 +195,17 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
             run_sampler(name, model, b, args, threshold, warmup=not graphed)
         results = decode(batched)
         stats = GenerationStats.combine([s for _, s in results])
-        where = None
-        if args.profile:
-            profiled = batched[:args.profile_batches or len(batched)]
-            passes = sum(s.nfe for _, s in results[:len(profiled)])
-            where = time_per_pass(profiling.profile_steps(lambda: decode(profiled), 1, device), passes)
+
+    def profile():
+        profiled = batched[:args.profile_batches or len(batched)]
+        passes = sum(s.nfe for _, s in results[:len(profiled)])
+        with autocast(device, dtype):
+            return time_per_pass(profiling.profile_steps(lambda: decode(profiled), 1, device), passes)
     completions = [None] * len(prompts)
     for r, (out, _) in zip(rows, results):
         for i, completion in zip(r, out):
             completions[i] = completion
-    return pairs, completions, stats, where
+    return pairs, completions, stats, profile if args.profile else None
 
 
 def time_per_pass(profile: dict, nfe: int) -> dict:
@@ -333,16 +335,19 @@ def main(argv=None):
                 label = LABELS[name] + (f", threshold {threshold}" if len(args.thresholds) > 1 and threshold
                                         is not None else "")
                 t0 = time.time()
-                used, completions, stats, where = bench(name, models[name], use, batch_size, args, device,
-                                                        dtype, threshold)
+                used, completions, stats, profile = bench(name, models[name], use, batch_size, args, device,
+                                                          dtype, threshold)
                 row = dict(sampler=name, label=label, threshold=threshold, batch_size=batch_size,
                            n_prompts=len(stats.tokens), s_per_prompt=stats.seconds / len(stats.tokens),
                            **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")},
                            **quality(ar, used, completions, info.get("train", {}).get("dataset"), device, dtype),
-                           time_per_pass=where)
+                           time_per_pass=None)
                 rows.append(row)
                 print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
                 write(args.out, head, rows, table=None)  # after every row: a run cut off keeps what it measured
+                if profile is not None:
+                    row["time_per_pass"] = profile()
+                    write(args.out, head, rows, table=None)
         add_speedups(rows, batch_size)
 
     table = markdown(rows)

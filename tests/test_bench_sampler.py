@@ -195,6 +195,22 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert "GPU idle" in r["table"]
 
 
+def test_a_run_cut_while_profiling_keeps_the_rows_it_timed(checkpoints, tiny_data, tmp_path, monkeypatch):
+    """A deadline that stops the run inside a row's profile (the slow part) loses that profile, not the row."""
+    def cut(step, steps, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_sampler.profiling, "profile_steps", cut)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
+                            "--n_prompts", "2", "--batch_sizes", "1", "--samplers", "block", "--block_size", "8",
+                            "--max_new_tokens", "16", "--device", "cpu", "--profile", "--out", str(out)])
+    r = json.loads(out.read_text())
+    [row] = r["results"]
+    assert not r["complete"] and row["n_prompts"] == 2 and row["tokens_per_s"] > 0 and row["time_per_pass"] is None
+
+
 def test_prompt_file_lines_have_no_reference_so_only_the_judge_and_repetition_score_them(checkpoints, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Once upon a time\n\nThe cat sat\n", encoding="utf-8")
