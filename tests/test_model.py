@@ -5,7 +5,7 @@ import torch
 
 from nanodllm import recipes
 from nanodllm.config import TrainConfig
-from nanodllm.model import KVCache, Transformer, attention_mask, preset
+from nanodllm.model import KVCache, RMSNorm, Transformer, attention_mask, preset
 from nanodllm.tokenizer import EOS_ID
 from tests.conftest import tiny_model
 
@@ -29,6 +29,20 @@ def test_shapes_and_logits_only_where_asked():
 
 O, X = False, True
 COLUMNS = torch.arange(5)
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype")  # bf16 input, fp32 weight: right, but not the fused kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_is_computed_in_float32_and_returned_in_the_input_dtype(dtype):
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 16))
+    x = (torch.randn(2, 3, 16) * 100).to(dtype)
+    x32 = x.float()
+    expected = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight  # LLaDA's, in fp32
+    y = norm(x)
+    assert y.dtype == dtype
+    assert torch.allclose(y.float(), expected.to(dtype).float(), rtol=1e-6, atol=1e-6)
 
 
 def test_mask_row_attention_hides_only_padding_and_a_pad_sees_itself():
