@@ -138,6 +138,19 @@ def test_a_second_fixed_shape_call_reuses_the_first_ones_cache_and_gives_its_tok
     assert runs[0][0] == runs[1][0] and len(model._decoding_recordings) == 1
 
 
+def graphed_sampler_calls(device):
+    """((causal model, diffusion model), a call of each graphed sampler on them: block, LLaDA's vanilla, AR), the
+    rows stopping at different steps (eos_at_12)."""
+    causal, model = model_on(device, "causal", sharpen=1.0), model_on(device, "bidirectional")
+    wrap_forward(causal, eos_at_12)
+    wrap_forward(model, eos_at_12)
+    return (causal, model), [
+        lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
+                                         cuda_graphs=True),
+        lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
+        lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
     """What bench_sampler times: a call that replays only. Every graphed sampler, alike."""
@@ -145,13 +158,7 @@ def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
     record = GraphedForward._record
     monkeypatch.setattr(GraphedForward, "_record",
                         lambda self, inputs, *at: recorded.append(inputs["idx"].shape) or record(self, inputs, *at))
-    causal, model = model_on("cuda", "causal", sharpen=1.0), model_on("cuda", "bidirectional")
-    wrap_forward(causal, eos_at_12)
-    wrap_forward(model, eos_at_12)
-    calls = [lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
-                                              cuda_graphs=True),
-             lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
-             lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+    _, calls = graphed_sampler_calls("cuda")
     for call in calls:
         recorded.clear()
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -166,13 +173,7 @@ def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
 def test_linear_weights_stored_in_bf16_replay_the_same_tokens():
     """system.inference_weights takes the weight casts out of the recorded passes; the tokens stay the same, for
     every graphed sampler. (The weights move, so the bf16 model gets recordings of its own.)"""
-    causal, model = model_on("cuda", "causal", sharpen=1.0), model_on("cuda", "bidirectional")
-    wrap_forward(causal, eos_at_12)
-    wrap_forward(model, eos_at_12)
-    calls = [lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
-                                              cuda_graphs=True),
-             lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
-             lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+    (causal, model), calls = graphed_sampler_calls("cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fp32_weights = [call()[0] for call in calls]
         for m in (model, causal):
