@@ -81,7 +81,7 @@ def inference_weights(model: torch.nn.Module, device: torch.device, dtype: str) 
     Why: autocast runs a Linear in low precision by casting its fp32 weight at each call. Eagerly, autocast's cache
     keeps the cast copy for the rest of the autocast region; a CUDA graph cannot read that cache (its copies are
     freed when the region ends: nanodllm/cuda_graphs.py), so every replay casts every weight again: for the gpt2
-    preset 85 cast kernels and about 0.75 GB of memory traffic per forward pass. Cast once here, those kernels are
+    preset 85 cast kernels and about 0.74 GB of memory traffic per forward pass. Cast once here, those kernels are
     gone and the outputs are the same bits, since autocast would have cast the weight to this very tensor. The
     norms and the embedding stay fp32, as autocast sees them. Inference only: training needs the fp32 weights."""
     low = low_precision(device, dtype)

@@ -11,8 +11,10 @@
 #              and 16, CUDA graphs, --profile). On one H200 (2026-12-03): 299 s of training then 286 s of
 #              benchmark; at eb675a5 321 s of training, and the benchmark, which then profiled every batch, was cut
 #              at 575 s profiling the vanilla sampler's last row. It profiles 4 batches per row now
-#              (--profile_batches): give it DEADLINE=590 and nothing else in the call. It first benchmarks a few
-#              rows with --autocast_weights (bench_lengthtask_autocast_weights.*): the A/B of inference_weights.
+#              (--profile_batches): give it DEADLINE=590 and nothing else in the call. At a062661 the call also ran
+#              the A/B of inference_weights first (two rows with --autocast_weights, 37 s; docs/speed.md): 324 s
+#              of training, and the deadline (550) cut the table in the vanilla sampler's batch-16 row, whose
+#              timed row bench_sampler.py now saves before profiling it.
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -76,9 +78,6 @@ bench() {  # dataset name [flags...]: the decoding table of its seed-0 models in
 case $PART in
   ls-bench)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
-    # first the weights as autocast casts them at every pass (before system.inference_weights), a few rows
-    bench lengthtask bench_lengthtask_autocast_weights --profile --autocast_weights --batch_sizes=1 \
-      --samplers=block_graphs,ar_graphs --thresholds=0.9
     bench lengthtask bench_lengthtask --profile
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
