@@ -88,7 +88,12 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in float32 whatever the input dtype (as LLaDA does)."""
+    """x / rms(x) * weight, computed in float32 whatever the input dtype (as LLaDA does).
+
+    Decoding under autocast, it comes out in the autocast dtype (bf16): every reader of a norm is a Linear, which
+    would cast it to bf16 itself, and the attention norm has three (q, k, v): three casts of one tensor, where
+    one does, with the same bits. Not in training: there the three Linears' gradients reach the norm through
+    their own casts and are summed in float32; through one cast they would be summed in bf16."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -98,20 +103,29 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         # x * rsqrt(mean(x^2) + eps) * weight, accumulated in float32 and returned in x's dtype. Written out, that
         # is six CUDA kernels; F.rms_norm is one, which matters for a decoding pass made of small kernels.
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        y = F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        device = x.device.type
+        if torch.is_autocast_enabled(device) and not torch.is_grad_enabled():
+            return y.to(torch.get_autocast_dtype(device))
+        return y
 
 
 class Rotary(nn.Module):
     """Rotary position embeddings: each pair of channels is rotated by an angle proportional to the position,
-    so the dot product of a query and a key depends only on how far apart they are."""
+    so the dot product of a query and a key depends only on how far apart they are.
+
+    Channel i is paired with channel i + D/2 ("rotate half", LLaMA's and LLaDA's layout): the pair (a, b) turns
+    into (a cos - b sin, b cos + a sin). The table keeps sin with the sign of each half built in, -sin for the
+    first half and +sin for the second, so that apply_rotary is x * cos + swap(x) * sin: no negation to launch."""
 
     def __init__(self, head_dim: int, max_seq_len: int, theta: float):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (max_seq_len, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (max_seq_len, D): "rotate half" pairs i with i + D/2
+        sign = torch.cat([-torch.ones(head_dim // 2), torch.ones(head_dim // 2)])  # (D,)
         self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("sin", angles.sin() * sign, persistent=False)
 
     def forward(self, positions):
         """positions (T,) or (B, T) -> cos, sin shaped to broadcast over (B, H, T, D)."""
@@ -122,11 +136,10 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x, cos, sin):
-    """x (B, H, T, D) rotated in float32 (as LLaDA does), returned in x's dtype."""
-    x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    """x (B, H, T, D) rotated in float32 (as LLaDA does), returned in x's dtype; sin carries the halves' signs
+    (Rotary). A bf16 x times the float32 tables is computed in float32, with no cast of its own."""
+    swapped = x.roll(x.shape[-1] // 2, dims=-1)  # (B, H, T, D): the halves swapped, [x2, x1]
+    return (x * cos + swapped * sin).to(x.dtype)
 
 
 class KVCache(nn.Module):

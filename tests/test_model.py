@@ -45,6 +45,40 @@ def test_rms_norm_is_computed_in_float32_and_returned_in_the_input_dtype(dtype):
     assert torch.allclose(y.float(), expected.to(dtype).float(), rtol=1e-6, atol=1e-6)
 
 
+def test_rms_norm_decoding_under_autocast_casts_once_for_its_linears_with_the_same_bits():
+    """Without autograd, under autocast, the norm comes out in bf16, so that its three readers (q, k, v) need no
+    cast each; they compute what they computed from the float32 output they cast themselves. With autograd it
+    stays float32 (its readers' gradients are then summed in float32)."""
+    torch.manual_seed(0)
+    norm, linear = RMSNorm(16, eps=1e-5), torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(2, 3, 16) * 10
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        training = norm(x)
+        with torch.no_grad():
+            decoding = norm(x)
+            assert torch.equal(linear(decoding), linear(training))
+    assert training.dtype == torch.float32 and decoding.dtype == torch.bfloat16
+    assert torch.equal(decoding, training.to(torch.bfloat16))
+    with torch.no_grad():
+        assert norm(x).dtype == torch.float32  # no autocast: x's dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_is_llada_rotate_half_in_float32_bit_for_bit(dtype):
+    """apply_rotary with the table's signed sin and a roll gives LLaMA's/LLaDA's rotate-half formula exactly."""
+    from nanodllm.model import Rotary, apply_rotary
+    rotary = Rotary(head_dim=8, max_seq_len=32, theta=10000.0)
+    positions = torch.tensor([[0, 3, 7, 31], [1, 2, 5, 9]])
+    cos, sin = rotary(positions)  # (B, 1, T, D)
+    x = torch.randn(2, 3, 4, 8).to(dtype)
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    angles = torch.outer(positions.flatten().float(), 1 / 10000.0 ** (torch.arange(0, 8, 2) / 8)).view(2, 1, 4, 4)
+    c, s = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    expected = (x32 * c + torch.cat([-x2, x1], dim=-1) * s).to(dtype)
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
 def test_mask_row_attention_hides_only_padding_and_a_pad_sees_itself():
     real = torch.tensor([[O, X, X, X, X]])  # column 0 is left padding
     assert attention_mask(COLUMNS, COLUMNS, real_keys=real)[0, 0].tolist() == [
