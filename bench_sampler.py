@@ -21,7 +21,10 @@ the baseline run the same way. For each sampler and batch size it reports
                       so theirs is flattered) and their 4-gram repetition rate (1 - distinct / total 4-grams);
                       on the length suite also exact match, scored as eval_eos scores it.
 The block sampler's speed comes from committing every position above --thresholds at once, and a lower threshold
-commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off.
+commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off. The
+first one given is the reference: every other threshold's exact match is compared with its on the same prompts (the
+difference, with a bootstrap interval over the prompts) and its judge perplexity divided by its, which is how the
+speed-up of a lower threshold is judged: does it keep the accuracy of the first?
 Warm-up is excluded: each eager (sampler, batch size) first runs once on a short generation, so CUDA kernels,
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
@@ -41,11 +44,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, batches, generate, knobs, prompt_columns
+from nanodllm.stats import rate_with_interval
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -78,7 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS}")
     p.add_argument("--block_size", type=int, default=knobs("block")["block_size"])
-    p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each")
+    p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each; the "
+                   "first is the reference the others' accuracy is compared with")
     p.add_argument("--max_new_tokens", type=int, default=1024, help="cap of the block and ar samplers")
     p.add_argument("--llada_gen_length", type=int, default=1024)
     p.add_argument("--llada_steps", type=int, default=1024)
@@ -177,10 +183,11 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False):
 
 
 def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
-    """-> (pairs, completions, stats, profile) of sampler `name` over all (prompt, reference) pairs in batches of
-    batch_size. profile() (with --profile; else None) decodes the first --profile_batches of them once more,
-    untimed, under torch.profiler -> time_per_pass, over the passes those batches took. It is a function so that
-    the caller can save the timed row first: profiling a slow sampler takes longer than timing it."""
+    """-> (pairs, completions, stats, per_call, profile) of sampler `name` over all (prompt, reference) pairs in
+    batches of batch_size. per_call: per_call_fit of the timed calls. profile() (with --profile; else None) decodes
+    the first --profile_batches of them once more, untimed, under torch.profiler -> time_per_pass, over the passes
+    those batches took. It is a function so that the caller can save the timed row first: profiling a slow
+    sampler takes longer than timing it."""
     if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
         pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
@@ -205,7 +212,20 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     for r, (out, _) in zip(rows, results):
         for i, completion in zip(r, out):
             completions[i] = completion
-    return pairs, completions, stats, profile if args.profile else None
+    per_call = per_call_fit([s.seconds for _, s in results], [s.nfe for _, s in results])
+    return pairs, completions, stats, per_call, profile if args.profile else None
+
+
+def per_call_fit(seconds, passes) -> dict | None:
+    """A call's time as a fixed part plus a part per forward pass, fitted by least squares over the timed calls
+    (seconds[i] took passes[i] passes) -> {ms_per_call, ms_per_pass, calls}, or None with fewer than two distinct
+    pass counts. Unlike the profile it costs nothing and disturbs nothing: if the calls spend their time in their
+    passes, ms_per_call is near zero; work done once per call (the prompt's pass is longer than the others, a
+    launch that is slow the first time, building a call's inputs) shows up there."""
+    if len(set(passes)) < 2:
+        return None
+    slope, intercept = np.polyfit(np.asarray(passes, dtype=np.float64), np.asarray(seconds, dtype=np.float64), 1)
+    return dict(ms_per_call=1000 * intercept, ms_per_pass=1000 * slope, calls=len(seconds))
 
 
 def time_per_pass(profile: dict, nfe: int) -> dict:
@@ -214,7 +234,10 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
     work) and its idle time, when it waits for the host (Python bookkeeping, launches, syncs); and the host's
     CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs);
     the kernels launched per pass, the top kernels by time, each with its milliseconds and launches per pass, and
-    the longest idle stretches of the profiled window with the kernels around them (what the GPU waited for)."""
+    the longest idle stretches of the profiled window with the kernels around them (what the GPU waited for).
+    The host's side: its milliseconds per pass inside each kind of CUDA runtime call (cudaStreamSynchronize: the
+    wait for the GPU; cudaGraphLaunch, cudaLaunchKernel, cudaMemcpyAsync: its own work), and the slowest single
+    calls of the window."""
     per = lambda key: profile[key] / max(nfe, 1)
     top = [dict(name=k["name"], kind=k["kind"], ms_per_pass=k["ms_per_step"] / max(nfe, 1),
                 launches_per_pass=k["launches_per_step"] / max(nfe, 1)) for k in profile["top_kernels"]]
@@ -223,7 +246,9 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
                 matmul_ms_per_pass=per("matmul_ms_per_step"), attention_ms_per_pass=per("attention_ms_per_step"),
                 other_ms_per_pass=per("other_ms_per_step"), idle_ms_per_pass=per("idle_ms_per_step"),
                 syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1),
-                copies_per_pass=sum(profile["copies_per_step"].values()) / max(nfe, 1))
+                copies_per_pass=sum(profile["copies_per_step"].values()) / max(nfe, 1),
+                host_ms_per_pass={name: ms / max(nfe, 1) for name, ms in profile["host_ms_per_step"].items()},
+                slowest_host_calls=profile["slowest_host_calls"])
 
 
 def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
@@ -231,7 +256,7 @@ def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
     length (None without references, as with --prompt_file): eval_eos's scoring (evaluation.score_responses)."""
     scores, _ = evaluation.score_responses(completions, pairs, dataset, judge, 16, autocast(device, dtype))
     return dict(judge_ppl=scores["gen_ppl"], repetition=scores["repetition"], exact_match=scores["exact_match"],
-                exact_length=scores["exact_length"])
+                exact_length=scores["exact_length"], exact_per_prompt=scores.get("exact_per_prompt"))
 
 
 def check_fits(name, model, prompts, args):
@@ -258,33 +283,69 @@ def add_speedups(rows, batch_size):
         r["tokens_per_s_vs_ar"] = r["tokens_per_s"] / ar["tokens_per_s"] if ar else None
 
 
+def add_quality_vs_reference(rows, batch_size, reference):
+    """What a lower threshold costs, at one batch size: each block row's exact match minus the same sampler's at
+    the reference threshold (the first of --thresholds), on the same prompts, with a 95% bootstrap interval over
+    the prompts (stats.rate_with_interval of the per-prompt differences: one model, so it says nothing about
+    another seed), and its judge perplexity over the reference's. None where there is no such pair."""
+    same = [r for r in rows if r["batch_size"] == batch_size]
+    for r in same:
+        ref = next((b for b in same if b["sampler"] == r["sampler"] and b["threshold"] == reference), None)
+        r["exact_match_vs_reference"] = r["judge_ppl_vs_reference"] = None
+        if ref is None or ref is r or r["threshold"] is None:
+            continue
+        if r["exact_per_prompt"] and ref["exact_per_prompt"]:
+            diff = np.subtract(r["exact_per_prompt"], ref["exact_per_prompt"], dtype=np.float64)
+            r["exact_match_vs_reference"] = dict(reference=reference, **rate_with_interval([diff]))
+        if r["judge_ppl"] and ref["judge_ppl"]:
+            r["judge_ppl_vs_reference"] = r["judge_ppl"] / ref["judge_ppl"]
+
+
+def versus_reference(r) -> str:
+    """The table's cell for add_quality_vs_reference: exact match in points with its interval, else the judge
+    perplexity ratio, else -."""
+    d = r.get("exact_match_vs_reference")
+    if d:
+        return f"{100 * d['mean']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    return f"ppl {r['judge_ppl_vs_reference']:.2f}x" if r.get("judge_ppl_vs_reference") else "-"
+
+
 def markdown(rows) -> str:
     # rows/pass: the rows a pass carried that were still writing, on average: the batch the sampler really had
     lines = ["| sampler | batch | tokens/s | tokens/pass | rows/pass | mean length | terminated | exact match | "
-             "judge ppl | rep-4 | s/prompt | time vs LLaDA | tokens/s vs AR |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "judge ppl | rep-4 | s/prompt | time vs LLaDA | tokens/s vs AR | vs first threshold |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     x = lambda v: f"{v:.1f}x" if v else "-"
     num = lambda v, fmt: format(v, fmt) if v is not None else "-"
     for r in rows:
         lines.append(f"| {r['label']} | {r['batch_size']} | {r['tokens_per_s']:.1f} | {1 / r['nfe_per_token']:.2f} | "
                      f"{r['row_nfe'] / max(r['nfe'], 1):.2f} | {r['mean_length']:.1f} | {r['termination_rate']:.0%} | {num(r['exact_match'], '.0%')} | "
                      f"{num(r['judge_ppl'], '.1f')} | {r['repetition']:.2f} | {r['s_per_prompt']:.3f} | "
-                     f"{x(r['time_speedup_vs_llada'])} | {x(r['tokens_per_s_vs_ar'])} |")
+                     f"{x(r['time_speedup_vs_llada'])} | {x(r['tokens_per_s_vs_ar'])} | {versus_reference(r)} |")
     return "\n".join(lines)
 
 
+LAUNCH_CALLS = ("cudaGraphLaunch", "cudaLaunchKernel", "cudaLaunchKernelExC")  # the CPU sending work to the GPU
+
+
 def time_markdown(rows) -> str:
-    """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile)."""
+    """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile): the GPU's
+    side, then the CPU's milliseconds per pass waiting for the GPU (syncs) and launching work, and the slowest
+    single launch of the profiled window."""
     lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | kernels/pass | "
-             "syncs/pass | copies/pass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "syncs/pass | copies/pass | CPU waiting | CPU launching | slowest launch (us) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         t = r["time_per_pass"]
+        host = t.get("host_ms_per_pass", {})
+        waiting = sum(ms for name, ms in host.items() if name in profiling.SYNC_CALLS)
+        launching = sum(ms for name, ms in host.items() if name in LAUNCH_CALLS)
+        slowest = max((c["us"] for c in t.get("slowest_host_calls", []) if c["name"] in LAUNCH_CALLS), default=0)
         lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
                      f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
                      f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['kernels_per_pass']:.0f} | "
                      f"{t['syncs_per_pass']:.1f} | "
-                     f"{t['copies_per_pass']:.1f} |")
+                     f"{t['copies_per_pass']:.1f} | {waiting:.3f} | {launching:.3f} | {slowest:.0f} |")
     return "\n".join(lines)
 
 
@@ -335,20 +396,23 @@ def main(argv=None):
                 label = LABELS[name] + (f", threshold {threshold}" if len(args.thresholds) > 1 and threshold
                                         is not None else "")
                 t0 = time.time()
-                used, completions, stats, profile = bench(name, models[name], use, batch_size, args, device,
-                                                          dtype, threshold)
+                used, completions, stats, per_call, profile = bench(name, models[name], use, batch_size, args,
+                                                                    device, dtype, threshold)
                 row = dict(sampler=name, label=label, threshold=threshold, batch_size=batch_size,
                            n_prompts=len(stats.tokens), s_per_prompt=stats.seconds / len(stats.tokens),
                            **{k: v for k, v in stats.as_dict().items() if k not in ("tokens", "finished", "info")},
                            **quality(ar, used, completions, info.get("train", {}).get("dataset"), device, dtype),
-                           time_per_pass=None)
+                           per_call=per_call, time_per_pass=None)
                 rows.append(row)
-                print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up)")
+                fit = f", {per_call['ms_per_call']:.2f} ms per call + {per_call['ms_per_pass']:.3f} ms per pass" \
+                    if per_call else ""
+                print(f"  batch {batch_size:>3} {label:<30} {stats}  ({time.time() - t0:.0f} s with warm-up{fit})")
                 write(args.out, head, rows, table=None)  # after every row: a run cut off keeps what it measured
                 if profile is not None:
                     row["time_per_pass"] = profile()
                     write(args.out, head, rows, table=None)
         add_speedups(rows, batch_size)
+        add_quality_vs_reference(rows, batch_size, args.thresholds[0])
 
     table = markdown(rows)
     if args.profile:

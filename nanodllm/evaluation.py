@@ -159,7 +159,8 @@ def score_responses(completions, pairs, dataset: str, judge, batch_size: int,
     if dataset == "lengthtask" and referenced:  # the answer is known: score it (tasks.score compares texts)
         scores = [score(Example("", tok.decode(p), tok.decode(r)), tok.decode(g))
                   for (p, r), g in zip(pairs, responses)]
-        out["exact_match"] = metrics.accuracy([s["exact_match"] for s in scores])
+        out["exact_per_prompt"] = [bool(s["exact_match"]) for s in scores]  # for paired comparisons
+        out["exact_match"] = metrics.accuracy(out["exact_per_prompt"])
         out["exact_length"] = metrics.accuracy([s["exact_length"] for s in scores])
     if judge is not None:
         out["judge"] = metrics.judge_perplexity(judge, [p for p, _ in pairs], responses, batch_size, autocast_ctx)

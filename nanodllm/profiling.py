@@ -8,7 +8,9 @@ A step is a stream of CUDA kernels. Sorting them into three kinds says which lev
 and a fourth number, idle: the time inside the profiled window when no kernel ran at all, the GPU waiting for
 the CPU (Python, launches, a host-device sync). The largest gaps are listed with the kernels on either side, which
 usually names their cause. Host-device syncs, and the copies queued without one, are counted from the CUDA runtime
-calls the CPU made.
+calls the CPU made, and the CPU's time inside each kind of runtime call is summed: a sync's time is the CPU waiting
+for the GPU, a launch's is the CPU working, and the slowest single calls say whether one launch (a CUDA graph's
+first, say) stalls.
 
 bench.py --profile=1 calls profile_steps; summarize is the arithmetic, tested on made-up kernels.
 """
@@ -81,20 +83,31 @@ def profile_steps(step, steps: int, device) -> dict:
     events = prof.events()
     kernels = [(e.name, e.time_range.start, e.time_range.end) for e in events
                if e.device_type == torch.autograd.DeviceType.CUDA]
-    calls = host_calls(e.name for e in events if e.device_type == torch.autograd.DeviceType.CPU)
-    return dict(summarize(kernels, steps), **{f"{k}_per_step": {name: n / steps for name, n in v.items()}
-                                             for k, v in calls.items()})
+    calls = host_calls((e.name, e.time_range.end - e.time_range.start) for e in events
+                       if e.device_type == torch.autograd.DeviceType.CPU)
+    per_step = lambda counts, unit=1: {name: n / unit / steps for name, n in counts.items()}
+    return dict(summarize(kernels, steps), syncs_per_step=per_step(calls["syncs"]),
+                copies_per_step=per_step(calls["copies"]), host_ms_per_step=per_step(calls["host_us"], 1000),
+                slowest_host_calls=calls["slowest"])
 
 
-def host_calls(names) -> dict:
-    """The CPU's CUDA runtime calls by name -> {"syncs": {name: count}, "copies": {name: count}}: the calls that
-    wait for the GPU (SYNC_CALLS), and the copies queued on its stream (COPY_CALLS)."""
-    counts = {"syncs": {}, "copies": {}}
-    for name in names:
+def host_calls(calls, slowest: int = 5) -> dict:
+    """The CPU's CUDA runtime calls, (name, duration_us) -> {"syncs": {name: count}, "copies": {name: count},
+    "host_us": {name: total duration}, "slowest": the `slowest` longest calls as {name, us}}: the calls that wait
+    for the GPU (SYNC_CALLS), the copies queued on its stream (COPY_CALLS), and the CPU's time inside every kind
+    of runtime call (their names start with "cuda"; the rest of a profile's CPU events are PyTorch's operators)."""
+    counts, durations = {"syncs": {}, "copies": {}, "host_us": {}}, []
+    for name, us in calls:
+        if not name.startswith("cuda"):
+            continue
         kind_of = "syncs" if name in SYNC_CALLS else "copies" if name in COPY_CALLS else None
         if kind_of:
             counts[kind_of][name] = counts[kind_of].get(name, 0) + 1
-    return {k: dict(sorted(v.items())) for k, v in counts.items()}
+        counts["host_us"][name] = counts["host_us"].get(name, 0.0) + us
+        durations.append((us, name))
+    out = {k: dict(sorted(v.items())) for k, v in counts.items()}
+    out["slowest"] = [dict(name=name, us=us) for us, name in sorted(durations, reverse=True)[:slowest]]
+    return out
 
 
 def table(summary: dict) -> str:
@@ -109,4 +122,9 @@ def table(summary: dict) -> str:
     lines += [f"  {k['ms_per_step']:7.3f} ms {k['share']:5.1%} {k['kind']:<9} {k['name']}" for k in s["top_kernels"]]
     lines += ["largest idle gaps:"] + [f"  {g['us']:8.1f} us after {g['after']} before {g['before']}"
                                        for g in s["largest_gaps"]]
+    if s.get("host_ms_per_step"):
+        busiest = sorted(s["host_ms_per_step"].items(), key=lambda item: -item[1])[:5]
+        lines += ["CPU time in CUDA runtime calls per step: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in busiest),
+                  "slowest runtime calls: " + ", ".join(f"{c['name']} {c['us']:.0f} us"
+                                                        for c in s["slowest_host_calls"])]
     return "\n".join(lines)

@@ -15,6 +15,10 @@
 #              the A/B of inference_weights first (two rows with --autocast_weights, 37 s; docs/speed.md): 324 s
 #              of training, and the deadline (550) cut the table in the vanilla sampler's batch-16 row, whose
 #              timed row bench_sampler.py now saves before profiling it.
+#   ls-curve   the accuracy-parallelism curve of the block sampler on the length suite: its seed-0 block_pad@ar
+#              model (the AR base and block_pad@ar trained first if missing) on 500 held-out prompts at thresholds
+#              0.9 to 0.5, batch 1 and 16, each threshold's exact match against 0.9's on the same prompts with an
+#              interval (bench_sampler's "vs first threshold"); no other sampler, no profile
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -35,7 +39,7 @@
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-shift|ts-study|ts-bench OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-shift|ts-study|ts-bench OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -79,6 +83,10 @@ case $PART in
   ls-bench)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
     bench lengthtask bench_lengthtask --profile
+    ;;
+  ls-curve)
+    study lengthtask lengthtask ar,block_pad@ar base,finetune 0
+    bench lengthtask curve_lengthtask --n_prompts=500 --samplers=block_graphs --thresholds=0.9,0.8,0.7,0.6,0.5
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0

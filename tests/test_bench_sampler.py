@@ -160,6 +160,37 @@ def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
         assert "exact match" in r["table"]
 
 
+def test_a_lower_threshold_is_scored_against_the_first_on_the_same_prompts(tmp_path, monkeypatch):
+    """--thresholds 0.9,0.5: the 0.5 rows get their exact match minus 0.9's, per prompt, with an interval; here
+    threshold 0.5 gets the first of 3 prompts wrong and 0.9 none, so -33 points, and the interval, drawn from
+    per-prompt differences of 0 and -1 only, lies in [-100, 0] points. The reference row compares with nothing."""
+    from nanodllm.prepare import load_split
+    from nanodllm.sampler_stats import GenerationStats
+    from nanodllm.tasks import ensure_task_data
+    from nanodllm.tokenizer import EOS_ID
+    data = ensure_task_data(tmp_path / "lengthtask", seed=0, n_train=10, n_val=8)
+    cfg = TrainConfig(recipe="dllm_var", **{**TINY, "dataset": "lengthtask", "block_size": 256})
+    save_checkpoint(tmp_path / "ckpt", 1, build_model(cfg), config_to_dict(cfg), {})
+    pairs = load_split(data, "val").prompt_pairs(3)
+    answers = {tuple(p): r for p, r in pairs}
+    wrong_at_low = tuple(pairs[0][0])
+
+    def answer(name, model, prompts, args, threshold=None, warmup=False):
+        out = [answers[tuple(p)][threshold < 0.9 and tuple(p) == wrong_at_low:] + [EOS_ID] for p in prompts]
+        return out, GenerationStats.of(out, EOS_ID, nfe=1, row_nfe=len(out), seconds=0.01)
+    monkeypatch.setattr(bench_sampler, "run_sampler", answer)
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(tmp_path / "ckpt"), "--data_dir", str(data), "--n_prompts", "3",
+                        "--batch_sizes", "1", "--samplers", "block", "--thresholds", "0.9,0.5",
+                        "--max_new_tokens", "64", "--device", "cpu", "--out", str(out)])
+    reference, low = json.loads(out.read_text())["results"]
+    assert reference["exact_match_vs_reference"] is None and reference["exact_per_prompt"] == [True] * 3
+    d = low["exact_match_vs_reference"]
+    assert low["exact_per_prompt"] == [False, True, True] and d["reference"] == 0.9
+    assert d["mean"] == pytest.approx(-1 / 3) and -1 <= d["low"] <= d["mean"] <= d["high"] <= 0
+    assert "-33.3 pts" in json.loads(out.read_text())["table"]
+
+
 def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data, tmp_path, monkeypatch):
     """--profile: each row gets its time per forward pass from one more, profiled decoding of its first
     --profile_batches batches (here a made-up profile of 2 ms of kernels and 1 ms idle over that decoding),
@@ -173,7 +204,9 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
                     syncs_per_step={"cudaStreamSynchronize": 4}, copies_per_step={"cudaMemcpyAsync": 6},
                     kernels_per_step=500.0, top_kernels=[dict(name="gemm", kind="matmul", ms_per_step=1.5,
                                                               share=0.75, launches_per_step=100.0)],
-                    largest_gaps=[dict(us=50.0, after="gemm", before="gemm")])
+                    largest_gaps=[dict(us=50.0, after="gemm", before="gemm")],
+                    host_ms_per_step={"cudaGraphLaunch": 0.5, "cudaStreamSynchronize": 2.0},
+                    slowest_host_calls=[dict(name="cudaStreamSynchronize", us=900.0)])
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
     out = tmp_path / "bench.json"
@@ -192,7 +225,20 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert t["top_kernels"] == [dict(name="gemm", kind="matmul", ms_per_pass=pytest.approx(1.5 / passes),
                                      launches_per_pass=pytest.approx(100 / passes))]
     assert t["largest_gaps"] == [dict(us=50.0, after="gemm", before="gemm")]  # the window's, not per pass
+    assert t["host_ms_per_pass"] == {"cudaGraphLaunch": pytest.approx(0.5 / passes),
+                                     "cudaStreamSynchronize": pytest.approx(2.0 / passes)}
+    assert t["slowest_host_calls"] == [dict(name="cudaStreamSynchronize", us=900.0)]  # the window's too
     assert "GPU idle" in r["table"]
+    assert row["per_call"] is None or row["per_call"]["calls"] == 2  # two batches: fitted if their passes differ
+    line = next(l for l in r["table"].split("Where a forward pass")[1].splitlines() if l.startswith("| dLLM-Var"))
+    assert line.endswith(f"| {2.0 / passes:.3f} | {0.5 / passes:.3f} | 0 |")  # waiting, launching, no launch slow
+
+
+def test_a_calls_time_is_split_into_a_part_per_call_and_a_part_per_pass():
+    passes = [3, 5, 8, 12]
+    fit = bench_sampler.per_call_fit([0.004 + 0.002 * n for n in passes], passes)
+    assert fit == dict(ms_per_call=pytest.approx(4.0), ms_per_pass=pytest.approx(2.0), calls=4)
+    assert bench_sampler.per_call_fit([0.01, 0.02], [4, 4]) is None  # one pass count: no line through it
 
 
 def test_a_run_cut_while_profiling_keeps_the_rows_it_timed(checkpoints, tiny_data, tmp_path, monkeypatch):
@@ -259,7 +305,7 @@ def test_a_block_causal_model_is_benchmarked_in_the_batches_eval_eos_uses(monkey
 
     monkeypatch.setattr(bench_sampler, "run_sampler", fake)
     pairs = [(list(range(n)), [1]) for n in (3, 1, 9, 11, 2)]  # lengths mod 8: 3 1 1 3 2
-    _, completions, _, _ = bench_sampler.bench(name, tiny_model(attention="block_causal", attn_block_size=8), pairs, 4,
+    _, completions, _, _, _ = bench_sampler.bench(name, tiny_model(attention="block_causal", attn_block_size=8), pairs, 4,
                                                SimpleNamespace(profile=False), torch.device("cpu"), "float32")
     if name == "block":
         assert calls[1:] == [[3, 1, 1, 3], [2]]  # after the warm-up call: in order
