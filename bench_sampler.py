@@ -207,7 +207,8 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
         profiled = batched[:args.profile_batches or len(batched)]
         passes = sum(s.nfe for _, s in results[:len(profiled)])
         with autocast(device, dtype):
-            return time_per_pass(profiling.profile_steps(lambda: decode(profiled), 1, device), passes)
+            # the top 30 kernels by time: with their launches per pass, about all of a pass's kernels
+            return time_per_pass(profiling.profile_steps(lambda: decode(profiled), 1, device, top=30), passes)
     completions = [None] * len(prompts)
     for r, (out, _) in zip(rows, results):
         for i, completion in zip(r, out):

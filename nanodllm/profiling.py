@@ -69,9 +69,9 @@ def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
     )
 
 
-def profile_steps(step, steps: int, device) -> dict:
-    """Runs step() `steps` times under torch.profiler (after the caller's warm-up) -> summarize's dict, plus
-    host_calls' counts per step."""
+def profile_steps(step, steps: int, device, top: int = 10) -> dict:
+    """Runs step() `steps` times under torch.profiler (after the caller's warm-up) -> summarize's dict (with the
+    `top` kernels), plus host_calls' counts and times per step."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -86,7 +86,7 @@ def profile_steps(step, steps: int, device) -> dict:
     calls = host_calls((e.name, e.time_range.end - e.time_range.start) for e in events
                        if e.device_type == torch.autograd.DeviceType.CPU)
     per_step = lambda counts, unit=1: {name: n / unit / steps for name, n in counts.items()}
-    return dict(summarize(kernels, steps), syncs_per_step=per_step(calls["syncs"]),
+    return dict(summarize(kernels, steps, top), syncs_per_step=per_step(calls["syncs"]),
                 copies_per_step=per_step(calls["copies"]), host_ms_per_step=per_step(calls["host_us"], 1000),
                 slowest_host_calls=calls["slowest"])
 

@@ -197,7 +197,7 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     divided by the passes those batches took."""
     profiled = []
 
-    def fake_profile(step, steps, device):
+    def fake_profile(step, steps, device, top):
         profiled.append([s.nfe for _, s in step()])  # the passes of each batch decoded under the profiler
         return dict(window_ms_per_step=3.0, kernel_ms_per_step=2.0, matmul_ms_per_step=1.5,
                     attention_ms_per_step=0.25, other_ms_per_step=0.25, idle_ms_per_step=1.0,
@@ -243,7 +243,7 @@ def test_a_calls_time_is_split_into_a_part_per_call_and_a_part_per_pass():
 
 def test_a_run_cut_while_profiling_keeps_the_rows_it_timed(checkpoints, tiny_data, tmp_path, monkeypatch):
     """A deadline that stops the run inside a row's profile (the slow part) loses that profile, not the row."""
-    def cut(step, steps, device):
+    def cut(step, steps, device, top):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", cut)
