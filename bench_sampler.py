@@ -29,8 +29,10 @@ Warm-up is excluded: each eager (sampler, batch size) first runs once on a short
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
 (the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
-Each timed call synchronises CUDA before and after. --profile decodes the first --profile_batches batches once
-more, untimed, under torch.profiler (nanodllm/profiling.py) and splits a forward pass's time into the GPU's kernels
+Each call is timed whole, end to end (its canvas and KV cache built, its outputs trimmed: the sampler's own timer
+covers only its decoding loop), synchronising CUDA before and after; a run's calls are also fitted as a time per
+call plus a time per pass (per_call_fit). --profile decodes the first --profile_batches batches once more,
+untimed, under torch.profiler (nanodllm/profiling.py) and splits a forward pass's time into the GPU's kernels
 (the model's matmuls and attention, everything else) and the GPU's idle time, waiting for the host's bookkeeping.
 
 The vanilla sampler is the slow one by design (gen_length forward passes over the whole canvas per prompt);
@@ -38,6 +40,7 @@ The vanilla sampler is the slow one by design (gen_length forward passes over th
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -50,6 +53,7 @@ import torch
 from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, batches, generate, knobs, prompt_columns
+from nanodllm.sampler_stats import Timer
 from nanodllm.stats import rate_with_interval
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
@@ -195,7 +199,12 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
     rows = batches(model, prompts, batch_size, block_aligned=name.startswith("block"))
     batched = [[prompts[i] for i in r] for r in rows]
-    decode = lambda some: [run_sampler(name, model, b, args, threshold) for b in some]
+
+    def call(batch):  # end to end: the sampler's own timer leaves out its set-up (the canvas, the KV cache)
+        with Timer(device) as timer:
+            out, stats = run_sampler(name, model, batch, args, threshold)
+        return out, dataclasses.replace(stats, seconds=timer.seconds)
+    decode = lambda some: [call(b) for b in some]
     graphed = name.endswith("_graphs")
     with autocast(device, dtype):
         for b in batched if graphed else batched[:1]:  # graphs: record every shape the timed calls will replay

@@ -234,6 +234,25 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
     assert line.endswith(f"| {2.0 / passes:.3f} | {0.5 / passes:.3f} | 0 |")  # waiting, launching, no launch slow
 
 
+def test_a_call_is_timed_end_to_end_not_by_the_samplers_own_timer(checkpoints, tiny_data, tmp_path, monkeypatch):
+    """A sampler times only its decoding loop; the benchmark times the whole call, set-up included."""
+    import time as clock
+
+    from nanodllm.sampler_stats import GenerationStats
+
+    def slow_set_up(name, model, prompts, args, threshold=None, warmup=False):
+        clock.sleep(0.05)  # building the canvas, say: outside the sampler's own timer
+        out = [[1, 2, EOS] for _ in prompts]
+        return out, GenerationStats.of(out, EOS, nfe=1, row_nfe=len(out), seconds=0.001)
+    EOS = bench_sampler.get_tokenizer().eos_id
+    monkeypatch.setattr(bench_sampler, "run_sampler", slow_set_up)
+    out = tmp_path / "bench.json"
+    bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data), "--n_prompts",
+                        "2", "--batch_sizes", "1", "--samplers", "block", "--device", "cpu", "--out", str(out)])
+    [row] = json.loads(out.read_text())["results"]
+    assert row["s_per_prompt"] >= 0.05
+
+
 def test_a_calls_time_is_split_into_a_part_per_call_and_a_part_per_pass():
     passes = [3, 5, 8, 12]
     fit = bench_sampler.per_call_fit([0.004 + 0.002 * n for n in passes], passes)
