@@ -245,9 +245,9 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
     CUDA runtime calls that wait for the GPU (syncs) and that queue a copy (copies: a graph replay's inputs);
     the kernels launched per pass, the top kernels by time, each with its milliseconds and launches per pass, and
     the longest idle stretches of the profiled window with the kernels around them (what the GPU waited for).
-    The host's side: its milliseconds per pass inside each kind of CUDA runtime call (cudaStreamSynchronize: the
-    wait for the GPU; cudaGraphLaunch, cudaLaunchKernel, cudaMemcpyAsync: its own work), and the slowest single
-    calls of the window."""
+    The host's side: its milliseconds per pass inside each kind of CUDA runtime call (cudaStreamSynchronize, and
+    cudaMemcpyAsync when it is a `.tolist()`'s blocking copy: the wait for the GPU; cudaGraphLaunch,
+    cudaLaunchKernel: its own work), and the longest single call of each kind in the window."""
     per = lambda key: profile[key] / max(nfe, 1)
     top = [dict(name=k["name"], kind=k["kind"], ms_per_pass=k["ms_per_step"] / max(nfe, 1),
                 launches_per_pass=k["launches_per_step"] / max(nfe, 1)) for k in profile["top_kernels"]]
@@ -258,7 +258,7 @@ def time_per_pass(profile: dict, nfe: int) -> dict:
                 syncs_per_pass=sum(profile["syncs_per_step"].values()) / max(nfe, 1),
                 copies_per_pass=sum(profile["copies_per_step"].values()) / max(nfe, 1),
                 host_ms_per_pass={name: ms / max(nfe, 1) for name, ms in profile["host_ms_per_step"].items()},
-                slowest_host_calls=profile["slowest_host_calls"])
+                longest_host_call_us=profile["longest_host_call_us"])
 
 
 def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
@@ -340,22 +340,23 @@ LAUNCH_CALLS = ("cudaGraphLaunch", "cudaLaunchKernel", "cudaLaunchKernelExC")  #
 
 def time_markdown(rows) -> str:
     """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile): the GPU's
-    side, then the CPU's milliseconds per pass waiting for the GPU (syncs) and launching work, and the slowest
-    single launch of the profiled window."""
+    side, then the CPU's milliseconds per pass in syncs and copies (mostly waiting for the GPU: a `.tolist()`
+    waits inside its copy) and in launches, and the longest single launch of the profiled window."""
     lines = ["| sampler | batch | ms/pass | GPU kernels | matmul | attention | other | GPU idle | kernels/pass | "
-             "syncs/pass | copies/pass | CPU waiting | CPU launching | slowest launch (us) |",
+             "syncs/pass | copies/pass | CPU in syncs, copies | CPU launching | longest launch (us) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         t = r["time_per_pass"]
         host = t.get("host_ms_per_pass", {})
-        waiting = sum(ms for name, ms in host.items() if name in profiling.SYNC_CALLS)
+        waiting = sum(ms for name, ms in host.items() if name in profiling.SYNC_CALLS + profiling.COPY_CALLS)
         launching = sum(ms for name, ms in host.items() if name in LAUNCH_CALLS)
-        slowest = max((c["us"] for c in t.get("slowest_host_calls", []) if c["name"] in LAUNCH_CALLS), default=0)
+        longest = max((us for name, us in t.get("longest_host_call_us", {}).items() if name in LAUNCH_CALLS),
+                      default=0)
         lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
                      f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
                      f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['kernels_per_pass']:.0f} | "
                      f"{t['syncs_per_pass']:.1f} | "
-                     f"{t['copies_per_pass']:.1f} | {waiting:.3f} | {launching:.3f} | {slowest:.0f} |")
+                     f"{t['copies_per_pass']:.1f} | {waiting:.3f} | {launching:.3f} | {longest:.0f} |")
     return "\n".join(lines)
 
 

@@ -8,9 +8,9 @@ A step is a stream of CUDA kernels. Sorting them into three kinds says which lev
 and a fourth number, idle: the time inside the profiled window when no kernel ran at all, the GPU waiting for
 the CPU (Python, launches, a host-device sync). The largest gaps are listed with the kernels on either side, which
 usually names their cause. Host-device syncs, and the copies queued without one, are counted from the CUDA runtime
-calls the CPU made, and the CPU's time inside each kind of runtime call is summed: a sync's time is the CPU waiting
-for the GPU, a launch's is the CPU working, and the slowest single calls say whether one launch (a CUDA graph's
-first, say) stalls.
+calls the CPU made, and the CPU's time inside each kind of runtime call is summed: a sync's time (or a blocking
+copy's, a `.tolist()`) is the CPU waiting for the GPU, a launch's is the CPU working, and the longest single call
+of each kind says whether one launch (a CUDA graph's first, say) stalls.
 
 bench.py --profile=1 calls profile_steps; summarize is the arithmetic, tested on made-up kernels.
 """
@@ -88,15 +88,15 @@ def profile_steps(step, steps: int, device, top: int = 10) -> dict:
     per_step = lambda counts, unit=1: {name: n / unit / steps for name, n in counts.items()}
     return dict(summarize(kernels, steps, top), syncs_per_step=per_step(calls["syncs"]),
                 copies_per_step=per_step(calls["copies"]), host_ms_per_step=per_step(calls["host_us"], 1000),
-                slowest_host_calls=calls["slowest"])
+                longest_host_call_us=calls["longest_us"])
 
 
-def host_calls(calls, slowest: int = 5) -> dict:
+def host_calls(calls) -> dict:
     """The CPU's CUDA runtime calls, (name, duration_us) -> {"syncs": {name: count}, "copies": {name: count},
-    "host_us": {name: total duration}, "slowest": the `slowest` longest calls as {name, us}}: the calls that wait
-    for the GPU (SYNC_CALLS), the copies queued on its stream (COPY_CALLS), and the CPU's time inside every kind
-    of runtime call (their names start with "cuda"; the rest of a profile's CPU events are PyTorch's operators)."""
-    counts, durations = {"syncs": {}, "copies": {}, "host_us": {}}, []
+    "host_us": {name: total duration}, "longest_us": {name: the longest single call}}: the calls that wait for
+    the GPU (SYNC_CALLS), the copies queued on its stream (COPY_CALLS), and the CPU's time inside every kind of
+    runtime call (their names start with "cuda"; the rest of a profile's CPU events are PyTorch's operators)."""
+    counts = {"syncs": {}, "copies": {}, "host_us": {}, "longest_us": {}}
     for name, us in calls:
         if not name.startswith("cuda"):
             continue
@@ -104,10 +104,8 @@ def host_calls(calls, slowest: int = 5) -> dict:
         if kind_of:
             counts[kind_of][name] = counts[kind_of].get(name, 0) + 1
         counts["host_us"][name] = counts["host_us"].get(name, 0.0) + us
-        durations.append((us, name))
-    out = {k: dict(sorted(v.items())) for k, v in counts.items()}
-    out["slowest"] = [dict(name=name, us=us) for us, name in sorted(durations, reverse=True)[:slowest]]
-    return out
+        counts["longest_us"][name] = max(counts["longest_us"].get(name, 0.0), us)
+    return {k: dict(sorted(v.items())) for k, v in counts.items()}
 
 
 def table(summary: dict) -> str:
@@ -125,6 +123,6 @@ def table(summary: dict) -> str:
     if s.get("host_ms_per_step"):
         busiest = sorted(s["host_ms_per_step"].items(), key=lambda item: -item[1])[:5]
         lines += ["CPU time in CUDA runtime calls per step: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in busiest),
-                  "slowest runtime calls: " + ", ".join(f"{c['name']} {c['us']:.0f} us"
-                                                        for c in s["slowest_host_calls"])]
+                  "longest single call: " + ", ".join(f"{n} {s['longest_host_call_us'][n]:.0f} us"
+                                                      for n, _ in busiest)]
     return "\n".join(lines)

@@ -205,8 +205,9 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
                     kernels_per_step=500.0, top_kernels=[dict(name="gemm", kind="matmul", ms_per_step=1.5,
                                                               share=0.75, launches_per_step=100.0)],
                     largest_gaps=[dict(us=50.0, after="gemm", before="gemm")],
-                    host_ms_per_step={"cudaGraphLaunch": 0.5, "cudaStreamSynchronize": 2.0},
-                    slowest_host_calls=[dict(name="cudaStreamSynchronize", us=900.0)])
+                    host_ms_per_step={"cudaGraphLaunch": 0.5, "cudaStreamSynchronize": 2.0, "cudaMemcpyAsync": 1.0},
+                    longest_host_call_us={"cudaGraphLaunch": 300.0, "cudaStreamSynchronize": 900.0,
+                                          "cudaMemcpyAsync": 40.0})
 
     monkeypatch.setattr(bench_sampler.profiling, "profile_steps", fake_profile)
     out = tmp_path / "bench.json"
@@ -226,12 +227,13 @@ def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data
                                      launches_per_pass=pytest.approx(100 / passes))]
     assert t["largest_gaps"] == [dict(us=50.0, after="gemm", before="gemm")]  # the window's, not per pass
     assert t["host_ms_per_pass"] == {"cudaGraphLaunch": pytest.approx(0.5 / passes),
-                                     "cudaStreamSynchronize": pytest.approx(2.0 / passes)}
-    assert t["slowest_host_calls"] == [dict(name="cudaStreamSynchronize", us=900.0)]  # the window's too
+                                     "cudaStreamSynchronize": pytest.approx(2.0 / passes),
+                                     "cudaMemcpyAsync": pytest.approx(1.0 / passes)}
+    assert t["longest_host_call_us"]["cudaGraphLaunch"] == 300.0  # the window's too, not per pass
     assert "GPU idle" in r["table"]
     assert row["per_call"] is None or row["per_call"]["calls"] == 2  # two batches: fitted if their passes differ
     line = next(l for l in r["table"].split("Where a forward pass")[1].splitlines() if l.startswith("| dLLM-Var"))
-    assert line.endswith(f"| {2.0 / passes:.3f} | {0.5 / passes:.3f} | 0 |")  # waiting, launching, no launch slow
+    assert line.endswith(f"| {3.0 / passes:.3f} | {0.5 / passes:.3f} | 300 |")  # syncs + copies, launches
 
 
 def test_a_call_is_timed_end_to_end_not_by_the_samplers_own_timer(checkpoints, tiny_data, tmp_path, monkeypatch):
