@@ -192,12 +192,13 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     the first --profile_batches of them once more, untimed, under torch.profiler -> time_per_pass, over the passes
     those batches took. It is a function so that the caller can save the timed row first: profiling a slow
     sampler takes longer than timing it."""
-    if len(pairs) < batch_size:  # too few prompts for one full batch: repeat them
-        pairs = (pairs * math.ceil(batch_size / len(pairs)))[:batch_size]
     prompts = [p for p, _ in pairs]
     # with a block_causal model, the samplers other than the block sampler decode each row as if alone only among
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
     rows = batches(model, prompts, batch_size, block_aligned=name.startswith("block"))
+    if len(pairs) < batch_size:  # too few prompts for one full batch: repeat each batch's own up to batch_size, so
+        # that a pass carries batch_size rows even where the prompts fall into several batches
+        rows = [(r * math.ceil(batch_size / len(r)))[:batch_size] for r in rows]
     batched = [[prompts[i] for i in r] for r in rows]
 
     def call(batch):  # end to end: the sampler's own timer leaves out its set-up (the canvas, the KV cache)

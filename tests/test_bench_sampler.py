@@ -313,6 +313,28 @@ def test_a_run_cut_off_keeps_the_rows_it_measured(checkpoints, tiny_data, tmp_pa
 
 
 @pytest.mark.parametrize("name", ["block", "llada"])
+def test_too_few_prompts_are_repeated_within_each_batch_so_every_batch_is_full(monkeypatch, name):
+    """Two prompts at batch size 4: every pass carries 4 rows, also for the vanilla sampler on a block_causal
+    model, whose two prompts (lengths 3 and 2 modulo its block) may not share a batch: each is repeated 4 times in
+    a batch of its own. Each prompt's completion comes back once, in the pairs' order."""
+    calls = []
+
+    def fake(name, model, prompts, args, threshold=None, warmup=False):
+        calls.append([len(p) for p in prompts])
+        out = [[len(p)] for p in prompts]
+        return out, GenerationStats.of(out, 0, 1, len(out), 1.0)
+
+    monkeypatch.setattr(bench_sampler, "run_sampler", fake)
+    pairs = [(list(range(3)), [1]), (list(range(2)), [1])]
+    used, completions, stats, _, _ = bench_sampler.bench(
+        name, tiny_model(attention="block_causal", attn_block_size=8), pairs, 4, SimpleNamespace(profile=False),
+        torch.device("cpu"), "float32")
+    expected = [[3, 2, 3, 2]] if name == "block" else [[2, 2, 2, 2], [3, 3, 3, 3]]  # by length modulo the block
+    assert calls[1:] == expected and stats.row_nfe / stats.nfe == 4  # after the warm-up call
+    assert used == pairs and completions == [[3], [2]]
+
+
+@pytest.mark.parametrize("name", ["block", "llada"])
 def test_a_block_causal_model_is_benchmarked_in_the_batches_eval_eos_uses(monkeypatch, name):
     """As eval_eos decodes it (sampler.batches), each row as if alone: the block sampler pads each row by whole
     blocks, so its batches take prompts of any lengths in order; the vanilla sampler's hold prompts of equal length
