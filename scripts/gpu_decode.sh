@@ -15,10 +15,13 @@
 #              the A/B of inference_weights first (two rows with --autocast_weights, 37 s; docs/speed.md): 324 s
 #              of training, and the deadline (550) cut the table in the vanilla sampler's batch-16 row, whose
 #              timed row bench_sampler.py now saves before profiling it.
-#   ls-curve   the accuracy-parallelism curve of the block sampler on the length suite: its seed-0 block_pad@ar
-#              model (the AR base and block_pad@ar trained first if missing) on 500 held-out prompts at thresholds
-#              0.9 to 0.5, batch 1 and 16, each threshold's exact match against 0.9's on the same prompts with an
-#              interval (bench_sampler's "vs first threshold"); no other sampler, no profile
+#   ls-curve   the accuracy-parallelism curve of the block sampler on the length suite: block_pad@ar fine-tuned
+#              from the AR base with each of $SEEDS (the base, ar and seed 0 trained first if missing), each on
+#              500 held-out prompts at thresholds 0.9 to 0.5, each threshold's exact match against 0.9's on the
+#              same prompts with an interval (bench_sampler's "vs first threshold"); batch 1 and 16 for seed 0,
+#              batch 1 for the others; no other sampler, no profile. On one H200 (2026-12-03): 343 s of training
+#              and 121 s of curve for seed 0; about 110 s and 80 s for each further seed (SEEDS=0,1,2 needs two
+#              calls: the second finds seed 0 on the warm machine)
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -86,7 +89,12 @@ case $PART in
     ;;
   ls-curve)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
-    bench lengthtask curve_lengthtask --n_prompts=500 --samplers=block_graphs --thresholds=0.9,0.8,0.7,0.6,0.5
+    study lengthtask lengthtask block_pad@ar finetune "$SEEDS"
+    for seed in ${SEEDS//,/ }; do
+      bench lengthtask "curve_lengthtask-s$seed" --n_prompts=500 --samplers=block_graphs \
+        --thresholds=0.9,0.8,0.7,0.6,0.5 --init_from="$STUDIES/lengthtask/runs/block_pad@ar-s$seed" \
+        $([ "$seed" = 0 ] || echo --batch_sizes=1)
+    done
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0
