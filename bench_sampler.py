@@ -336,9 +336,6 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
-LAUNCH_CALLS = ("cudaGraphLaunch", "cudaLaunchKernel", "cudaLaunchKernelExC")  # the CPU sending work to the GPU
-
-
 def time_markdown(rows) -> str:
     """Where a forward pass's time goes, per sampler and batch size (rows profiled with --profile): the GPU's
     side, then the CPU's milliseconds per pass in syncs and copies (mostly waiting for the GPU: a `.tolist()`
@@ -350,9 +347,9 @@ def time_markdown(rows) -> str:
         t = r["time_per_pass"]
         host = t.get("host_ms_per_pass", {})
         waiting = sum(ms for name, ms in host.items() if name in profiling.SYNC_CALLS + profiling.COPY_CALLS)
-        launching = sum(ms for name, ms in host.items() if name in LAUNCH_CALLS)
-        longest = max((us for name, us in t.get("longest_host_call_us", {}).items() if name in LAUNCH_CALLS),
-                      default=0)
+        launching = sum(ms for name, ms in host.items() if name in profiling.LAUNCH_CALLS)
+        longest = max((us for name, us in t.get("longest_host_call_us", {}).items()
+                       if name in profiling.LAUNCH_CALLS), default=0)
         lines.append(f"| {r['label']} | {r['batch_size']} | {t['ms_per_pass']:.3f} | {t['kernel_ms_per_pass']:.3f} | "
                      f"{t['matmul_ms_per_pass']:.3f} | {t['attention_ms_per_pass']:.3f} | "
                      f"{t['other_ms_per_pass']:.3f} | {t['idle_ms_per_pass']:.3f} | {t['kernels_per_pass']:.0f} | "

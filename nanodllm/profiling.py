@@ -21,10 +21,12 @@ MATMUL_NAMES = ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_tem_fused_
                 "triton_tem_fused_bmm", "wgmma", "splitkreduce")
 ATTENTION_NAMES = ("flash", "fmha", "attention", "sdpa", "cudnn")
 # CUDA runtime calls that block the CPU until the GPU is done (a `.item()` or `.tolist()` of a GPU tensor queues a
-# cudaMemcpyAsync, then waits in cudaStreamSynchronize), and the queued copies, which do not wait by themselves
-# (a CUDA graph's replay copies its new inputs into its buffers: device to device, no sync).
+# cudaMemcpyAsync, then waits in cudaStreamSynchronize; on the H200 the block sampler's `.tolist()` waited inside
+# the copy itself), and the queued copies, which do not wait by themselves (a CUDA graph's replay copies its new
+# inputs into its buffers: device to device, no sync); and the launches, the CPU sending work to the GPU.
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 COPY_CALLS = ("cudaMemcpyAsync",)
+LAUNCH_CALLS = ("cudaGraphLaunch", "cudaLaunchKernel", "cudaLaunchKernelExC")
 
 
 def kind(kernel_name: str) -> str:
