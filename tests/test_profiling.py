@@ -1,9 +1,12 @@
 """nanodllm/profiling.py: the kernel-time arithmetic of bench.py --profile and its count of CUDA runtime calls,
 on made-up kernels and calls."""
 
-import pytest
+from types import SimpleNamespace
 
-from nanodllm.profiling import host_calls, kind, summarize, table
+import pytest
+import torch
+
+from nanodllm.profiling import gpu_kernels, host_calls, kind, summarize, table
 
 
 def test_kernels_are_sorted_into_matmul_attention_and_the_rest():
@@ -53,3 +56,16 @@ def test_the_table_names_the_cpu_time_in_runtime_calls_when_there_is_any():
     assert "runtime calls" not in table(s)
     s.update(host_ms_per_step={"cudaGraphLaunch": 2.5}, longest_host_call_us={"cudaGraphLaunch": 2400.0})
     assert "cudaGraphLaunch 2.500 ms" in table(s) and "cudaGraphLaunch 2400 us" in table(s)
+
+
+def test_gpu_kernels_leave_out_the_cpu_and_the_annotations_drawn_over_the_kernels():
+    """AdamW's record_function range shows on the GPU's timeline over its own kernel: counted, the optimizer's
+    time would count twice."""
+    def event(name, start, end, device, annotation=False):
+        return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type=device,
+                               is_user_annotation=annotation)
+    gpu, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [event("aten::mm", 0, 50, cpu), event("gemm", 5, 40, gpu),
+              event("Optimizer.step#AdamW.step", 45, 80, gpu, annotation=True), event("multi_tensor_apply", 50, 78, gpu)]
+    assert gpu_kernels(events) == [("gemm", 5, 40), ("multi_tensor_apply", 50, 78)]
+    assert summarize(gpu_kernels(events), steps=1)["kernel_ms_per_step"] == pytest.approx(0.063)
