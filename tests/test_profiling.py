@@ -66,6 +66,7 @@ def test_gpu_kernels_leave_out_the_cpu_and_the_annotations_drawn_over_the_kernel
                                is_user_annotation=annotation)
     gpu, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
     events = [event("aten::mm", 0, 50, cpu), event("gemm", 5, 40, gpu),
-              event("Optimizer.step#AdamW.step", 45, 80, gpu, annotation=True), event("multi_tensor_apply", 50, 78, gpu)]
+              event("Optimizer.step#AdamW.step", 45, 80, gpu, annotation=True),
+              event("multi_tensor_apply", 50, 78, gpu)]
     assert gpu_kernels(events) == [("gemm", 5, 40), ("multi_tensor_apply", 50, 78)]
     assert summarize(gpu_kernels(events), steps=1)["kernel_ms_per_step"] == pytest.approx(0.063)
