@@ -87,6 +87,13 @@ def preset(name: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
+def linear_output_dtype(x) -> torch.dtype:
+    """The dtype a Linear layer's output has for the input x: autocast's dtype when autocast is on for x's device,
+    else x's own (the weights' dtype in a plain model; FSDP's param_dtype, which the embedding's output has too)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * weight, computed in float32 whatever the input dtype (as LLaDA does).
 
@@ -165,8 +172,7 @@ class KVCache(nn.Module):
     def for_model(cls, model, batch_size, max_len):
         c = model.config
         p = model.transformer.wte.weight
-        dtype = torch.get_autocast_dtype("cuda") if p.is_cuda and torch.is_autocast_enabled("cuda") else p.dtype
-        return cls(c.n_layer, batch_size, c.n_kv_head, max_len, c.head_dim, dtype, p.device)
+        return cls(c.n_layer, batch_size, c.n_kv_head, max_len, c.head_dim, linear_output_dtype(p), p.device)
 
     def update(self, layer: int, k, v, write_at=None):
         """Writes k, v (B, K, T, D) after the committed prefix, or at the (T,) columns `write_at`; returns the
@@ -201,7 +207,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=False)
         self.attn_out = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=False)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache, write_at, layer):
+    def forward(self, x, cos, sin, bias, is_causal, kv_cache, write_at, layer):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
@@ -209,7 +215,7 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v, write_at)  # (B, K, L+T, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=is_causal,
                                            enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
         return self.attn_out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
@@ -235,8 +241,8 @@ class Block(nn.Module):
         self.ff_norm = RMSNorm(c.d_model, c.norm_eps)
         self.mlp = MLP(c)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache, write_at, layer):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, write_at, layer)
+    def forward(self, x, cos, sin, bias, is_causal, kv_cache, write_at, layer):
+        x = x + self.attn(self.attn_norm(x), cos, sin, bias, is_causal, kv_cache, write_at, layer)
         return x + self.mlp(self.ff_norm(x))
 
 
@@ -262,6 +268,20 @@ def attention_mask(queries, keys, *, segments=None, real_keys=None, samples=None
     if samples is not None:
         allowed = allowed & (samples[:, queries][:, None, :, None] == samples[:, keys][:, None, None, :])
     return allowed | itself
+
+
+def attention_bias(mask, dtype):
+    """A boolean mask (True = may attend) as the attention adds it to its scores: 0 where a query may attend, -inf
+    where it may not, in the queries' dtype -> a tensor of mask's shape.
+
+    SDPA takes the boolean mask as it is, but converts it itself, in every layer: 3 to 4 more small kernels per
+    layer, about 47 in a decoding pass of the gpt2 preset on the H200, for the same mask 12 times. Converted once
+    per forward pass here, every layer reads the same one. Its rows are laid out 16 elements apart in memory (the
+    tensor is a view of the first S columns of a wider one), the alignment the memory-efficient kernel asks of
+    a mask and would otherwise copy it into, again in every layer."""
+    S = mask.shape[-1]
+    aligned = torch.full((*mask.shape[:-1], -(-S // 16) * 16), float("-inf"), dtype=dtype, device=mask.device)
+    return aligned[..., :S].masked_fill_(mask, 0.0)
 
 
 def token_before(positions, mask, write_at, T: int):
@@ -347,8 +367,9 @@ class Transformer(nn.Module):
         else:
             mask, is_causal = self._mask(T, offset, attn_mask, idx.device)
         x = self.transformer.wte(idx)  # (B, T, C)
+        bias = None if mask is None else attention_bias(mask, linear_output_dtype(x))  # (B|1, 1, T, L+T)
         for i, block in enumerate(self.transformer.blocks):
-            x = block(x, cos, sin, mask, is_causal, kv_cache, write_at, i)
+            x = block(x, cos, sin, bias, is_causal, kv_cache, write_at, i)
         x = self.transformer.ln_f(x)
         if self.config.output_shift:  # token j is predicted from the output of the token before it
             before = token_before(positions, mask, write_at, T).expand(B, T)  # (B, T)

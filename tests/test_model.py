@@ -5,7 +5,8 @@ import torch
 
 from nanodllm import recipes
 from nanodllm.config import TrainConfig
-from nanodllm.model import KVCache, RMSNorm, Transformer, attention_mask, preset
+from nanodllm import model as model_module
+from nanodllm.model import KVCache, RMSNorm, Transformer, attention_bias, attention_mask, preset
 from nanodllm.tokenizer import EOS_ID
 from tests.conftest import tiny_model
 
@@ -138,6 +139,36 @@ def _influence_of_last_token(model):
     other = idx.clone()
     other[0, -1] = (idx[0, -1] + 1) % 50257
     return (model(idx) - model(other)).abs().amax(-1)[0]  # (T,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_additive_bias_attends_as_the_boolean_mask_bit_for_bit_and_its_rows_are_aligned(dtype):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, dtype=dtype) for _ in range(3))
+    allowed = attention_mask(torch.arange(2, 7), torch.arange(7), segments=torch.arange(7) // 2,
+                             real_keys=torch.tensor([[True] * 7, [False, False] + [True] * 5]))  # (2, 1, 5, 7)
+    k, v = torch.cat([k, k[:, :, :2]], dim=2), torch.cat([v, v[:, :, :2]], dim=2)  # 7 keys
+    bias = attention_bias(allowed, dtype)
+    assert bias.shape == allowed.shape and bias.dtype == dtype and bias.stride(-2) % 16 == 0
+    assert torch.equal(bias == 0, allowed) and bool((bias[~allowed] == float("-inf")).all())
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert torch.equal(sdpa(q, k, v, attn_mask=bias), sdpa(q, k, v, attn_mask=allowed))
+
+
+@pytest.mark.parametrize("attention", ["causal", "block_causal"])
+def test_the_model_converts_its_mask_once_with_the_logits_sdpa_gives_the_boolean_one(attention, monkeypatch):
+    """Every layer's attention gets the same additive mask, built once per pass; the logits are those of the
+    boolean mask handed to every layer (SDPA's own conversion), bit for bit, with left padding too."""
+    model = tiny_model(attention=attention).eval()
+    idx = torch.randint(0, 100, (2, 12))
+    real = torch.ones(2, 12, dtype=torch.bool)
+    real[1, :3] = False
+    positions = (torch.arange(12) - 3 * (~real[:, :1]).long()).clamp(min=0)
+    with torch.no_grad():
+        converted = model(idx, attn_mask=real, positions=positions)
+        monkeypatch.setattr(model_module, "attention_bias", lambda mask, dtype: mask)
+        boolean = model(idx, attn_mask=real, positions=positions)
+    assert torch.equal(converted, boolean)
 
 
 def test_bidirectional_sees_the_future_and_causal_does_not():
