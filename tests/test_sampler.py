@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanodllm import sampler as sampler_module
 from nanodllm.model import ModelConfig, Transformer
 from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate, block_offset,
                               decoding_block_size, generate, knobs, knobs_from_flags, left_pad, length_bound_generate,
@@ -132,6 +133,60 @@ def test_batch_equals_each_prompt_alone(attention, output_shift):
         alone = [block_diffusion_generate(model, [p], **kw) for p in prompts]
         assert batch == [out[0] for out, _ in alone], kw
         assert max(s.nfe for _, s in alone) <= stats.nfe < sum(s.nfe for _, s in alone)  # the rows move together
+
+
+def eos_every(period: int):
+    """An edit that makes EOS a sure token at every position that is a multiple of `period` (and never elsewhere):
+    rows of different prompt lengths then stop after different numbers of tokens, wherever they are decoded."""
+    def edit(logits, positions):
+        logits[..., EOS] = float("-inf")
+        at = (positions > 0) & (positions % period == 0)  # (B, T)
+        logits[at] = -1e4
+        logits[..., EOS][at] = 1e4
+        return logits
+    return edit
+
+
+@pytest.mark.parametrize("kwargs", [dict(threshold=0.3), dict(threshold=0.3, cuda_graphs=True),
+                                    dict(steps_per_block=3), dict(threshold=0.3, output_shift=True)])
+def test_refill_writes_what_each_prompt_writes_alone_in_fewer_passes(kwargs, monkeypatch):
+    """Continuous batching: 12 prompts of 1 to 12 tokens, at most 3 rows at a time, blocks of 8. Rows stop at
+    different points (an EOS at position 19, or the cap of 14 tokens), finished rows give their place to waiting
+    prompts at a block's end, and the rows still writing come back as prompt + written blocks. Every prompt must
+    get the tokens it gets alone, and the run takes fewer passes than batches of 3 decoded to their ends
+    (cuda_graphs on the CPU: the fixed-shape passes)."""
+    kwargs = dict(kwargs)
+    model = tiny_model("block_causal", output_shift=kwargs.pop("output_shift", False))
+    wrap_forward(model, eos_every(19))
+    prompts = [list(range(1, n + 1)) for n in range(1, 13)]
+    knobs = dict(max_new_tokens=14, **kwargs)
+    batches_fed = []
+    decode = sampler_module._decode_blocks
+    monkeypatch.setattr(sampler_module, "_decode_blocks", lambda model, prompts, n_new, **kw:
+                        batches_fed.append(prompts) or decode(model, prompts, n_new, **kw))
+    refilled, stats = block_diffusion_generate(model, prompts, refill_rows=3, **knobs)
+    assert max(len(p) for batch in batches_fed for p in batch) > 12  # a row came back with what it had written
+    alone = [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
+    assert refilled == alone
+    assert 0 < sum(stats.finished) < len(prompts)  # some rows end by EOS, some at the cap
+    assert_clean(refilled, stats)
+    batches_of_3 = [block_diffusion_generate(model, prompts[i:i + 3], **knobs)[1] for i in range(0, 12, 3)]
+    assert stats.nfe < sum(s.nfe for s in batches_of_3)
+
+
+def test_refill_keeps_at_most_its_rows_in_flight_and_needs_an_exact_cache():
+    model = tiny_model("block_causal")
+    log = wrap_forward(model, eos_every(7))
+    prompts = [[1 + i] * (1 + i % 5) for i in range(9)]
+    out, stats = block_diffusion_generate(model, prompts, threshold=0.3, max_new_tokens=20, refill_rows=4)
+    rows = [shape[0] for _, shape in log]
+    assert max(rows) == 4 and stats.row_nfe == sum(rows) and len(out) == 9
+    with pytest.raises(ValueError, match="block_causal model and cache=True"):
+        block_diffusion_generate(tiny_model("bidirectional"), prompts, refill_rows=4)
+    with pytest.raises(ValueError, match="block_causal model and cache=True"):
+        block_diffusion_generate(model, prompts, refill_rows=4, cache=False)
+    with pytest.raises(ValueError, match="refill_rows must be >= 1"):
+        block_diffusion_generate(model, prompts, refill_rows=0)
 
 
 def test_block_causal_model_decodes_in_the_blocks_it_was_trained_on():
@@ -549,7 +604,7 @@ DEFAULTS = {
     "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
                   cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
-                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False),
+                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, refill_rows=None),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
 }
