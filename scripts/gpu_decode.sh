@@ -22,6 +22,10 @@
 #              batch 1 for the others; no other sampler, no profile. On one H200 (2026-12-03): 343 s of training
 #              and 121 s of curve for seed 0; about 110 s and 80 s for each further seed (SEEDS=0,1,2 needs two
 #              calls: the second finds seed 0 on the warm machine)
+#   ls-refill  continuous batching (bench_sampler's block_refill_graphs) at batch 16 on 500 held-out prompts,
+#              threshold 0.9, beside the block sampler's batches run to their ends, the AR model and the vanilla
+#              sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). Not yet
+#              run on the GPU (2026-12-03; rehearsed on the CPU)
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -42,7 +46,7 @@
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-shift|ts-study|ts-bench OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-refill|ls-shift|ts-study|ts-bench OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -95,6 +99,12 @@ case $PART in
         --thresholds=0.9,0.8,0.7,0.6,0.5 --init_from="$STUDIES/lengthtask/runs/block_pad@ar-s$seed" \
         $([ "$seed" = 0 ] || echo --batch_sizes=1)
     done
+    ;;
+  ls-refill)  # continuous batching at batch 16 on the 500 prompts, against batches run to their ends, the AR
+    # model, and the vanilla sampler's batch 16 (4 prompts, 16 rows per pass)
+    study lengthtask lengthtask ar,block_pad@ar base,finetune 0
+    bench lengthtask refill_lengthtask --n_prompts=500 --batch_sizes=16 --thresholds=0.9 \
+      --samplers=block_graphs,block_refill_graphs,ar_graphs,llada_graphs
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0
