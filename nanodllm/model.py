@@ -276,9 +276,10 @@ def attention_bias(mask, dtype):
 
     SDPA takes the boolean mask as it is, but converts it itself, in every layer: about 3 more small kernels per
     layer, the same mask converted 12 times in a pass of the gpt2 preset. Converted once per forward pass here,
-    every layer reads the same one: 34 kernels and 4% fewer per decoding pass on the H200 (docs/speed.md). Its rows are laid out 16 elements apart in memory (the
-    tensor is a view of the first S columns of a wider one), the alignment the memory-efficient kernel asks of
-    a mask and would otherwise copy it into, again in every layer."""
+    every layer reads the same one: 34 kernels and 4% fewer per decoding pass on the H200 (docs/speed.md).
+    Its rows lie 16 elements apart in memory (the tensor is a view of the first S columns of a wider one): the
+    alignment PyTorch's memory-efficient attention requires of a mask, which it would otherwise pad into a copy,
+    again in every layer."""
     S = mask.shape[-1]
     aligned = torch.full((*mask.shape[:-1], -(-S // 16) * 16), float("-inf"), dtype=dtype, device=mask.device)
     return aligned[..., :S].masked_fill_(mask, 0.0)
