@@ -166,6 +166,11 @@ def padding(lengths, block: int = 1) -> list[int]:
     return [(max(whole_blocks) - q) * block for q in whole_blocks]
 
 
+def per_row(n_new, rows: int) -> list[int]:
+    """How many tokens each of `rows` rows may write: n_new for all (an int), or n_new's own per row (a list)."""
+    return [n_new] * rows if isinstance(n_new, int) else list(n_new)
+
+
 def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1):
     """The prompts checked, left-padded (left_pad) and each followed by n_new `fill_id` tokens (an int, or a list
     of one per row), with the key mask and per-row positions that make every row compute as if it were alone ->
@@ -180,7 +185,7 @@ def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1
     _check_prompts(prompts, cfg, caller)
     rows, n_pad = left_pad(prompts, cfg.pad_id, block)
     starts = [len(r) for r in rows]
-    budgets = [n_new] * len(rows) if isinstance(n_new, int) else list(n_new)
+    budgets = per_row(n_new, len(rows))
     W = max(s + n for s, n in zip(starts, budgets))
     _check_length(W, cfg, caller)
     device = next(model.parameters()).device
@@ -497,7 +502,7 @@ class DecodingBatch:
 
     def __init__(self, x, key_mask, positions, kv, keep_shape: bool, starts: list[int], n_new):
         self.x, self.key_mask, self.positions, self.kv, self.keep_shape = x, key_mask, positions, kv, keep_shape
-        self.starts, self.n_new = starts, [n_new] * len(x) if isinstance(n_new, int) else list(n_new)
+        self.starts, self.n_new = starts, per_row(n_new, len(x))
         self.rows = list(range(len(x)))
         self.out = [None] * len(x)
         self.live = torch.ones(len(x), dtype=torch.bool, device=x.device)
