@@ -106,13 +106,18 @@ def training_example(cfg: TrainConfig, batch, step: int, generator, device: torc
     ex = recipes.make_example(cfg, batch, step, generator)
     if cfg.loss_gather != "host":
         return ex
-    def move(t):
-        if isinstance(t, tuple):
-            return tuple(move(u) for u in t)
-        return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
     ex = masked_indices(ex)
-    return recipes.Example(**{f.name: None if getattr(ex, f.name) is None else move(getattr(ex, f.name))
-                              for f in dataclasses.fields(ex)})
+    return recipes.Example(**{f.name: _copy_to(getattr(ex, f.name), device) for f in dataclasses.fields(ex)})
+
+
+def _copy_to(t, device: torch.device):
+    """A CPU tensor (a tuple of them, or None) on `device`: to a GPU through pinned memory, a copy that the CPU
+    does not wait for."""
+    if t is None:
+        return None
+    if isinstance(t, tuple):
+        return tuple(_copy_to(u, device) for u in t)
+    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
 
 
 def dense_loss(model, ex: recipes.Example):
