@@ -149,14 +149,20 @@ def left_pad(prompts, pad_id: int, block: int = 1) -> tuple[list[list[int]], lis
     whole number of blocks, so that its prompt starts on a boundary too. The prompts then end in the same block,
     each at its own column (its length modulo the block), and the rows have different lengths.
     """
+    prompts = prompt_rows(prompts)
+    n_pad = padding([len(p) for p in prompts], block)
+    return [[pad_id] * n + [int(t) for t in p] for n, p in zip(n_pad, prompts)], n_pad
+
+
+def prompt_rows(prompts) -> list[list[int]]:
+    """Token-id lists or a (B, P) tensor -> a list of lists; a ValueError for anything else, or for none."""
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2:
             raise ValueError(f"a prompt tensor must be (batch, length), got shape {tuple(prompts.shape)}")
         prompts = prompts.tolist()
     if not prompts or not all(isinstance(p, (list, tuple)) for p in prompts):
         raise ValueError("prompts must be a non-empty list of token-id lists")
-    n_pad = padding([len(p) for p in prompts], block)
-    return [[pad_id] * n + [int(t) for t in p] for n, p in zip(n_pad, prompts)], n_pad
+    return [list(p) for p in prompts]
 
 
 def padding(lengths, block: int = 1) -> list[int]:
@@ -406,7 +412,7 @@ def _refill(decode, prompts, rows: int, max_new_tokens: int) -> Decoded:
     written, with what is left of its max_new_tokens, and the waiting prompts fill the rest of it. Every row's
     positions stay those it has alone, but a canvas holds the batch's longest prompt in whole blocks: a row that
     comes back with blocks written widens it, and make_canvas checks the width against max_seq_len."""
-    prompts = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(p) for p in prompts]
+    prompts = prompt_rows(prompts)
     waiting = list(range(len(prompts)))  # the caller's rows not started yet, in order
     written = {}  # caller row -> its tokens so far, for the rows that left a batch still writing
     total = Decoded([None] * len(prompts), [])

@@ -187,6 +187,8 @@ def test_refill_keeps_at_most_its_rows_in_flight_and_needs_an_exact_cache():
         block_diffusion_generate(model, prompts, refill_rows=4, cache=False)
     with pytest.raises(ValueError, match="refill_rows must be >= 1"):
         block_diffusion_generate(model, prompts, refill_rows=0)
+    with pytest.raises(ValueError, match="non-empty list of token-id lists"):
+        block_diffusion_generate(model, [], refill_rows=4)
 
 
 def test_block_causal_model_decodes_in_the_blocks_it_was_trained_on():
