@@ -199,11 +199,10 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     refill_rows = batch_size if name == REFILL else None
     # with a block_causal model, the samplers other than the block sampler decode each row as if alone only among
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
-    rows = batches(model, prompts, batch_size, block_aligned=name.startswith("block"))
-    if refill_rows:  # one call of every prompt, refill_rows of them in flight
-        rows = [list(range(len(prompts)))]
-    elif len(pairs) < batch_size:  # too few prompts for one full batch: repeat each batch's own up to batch_size,
-        # so that a pass carries batch_size rows even where the prompts fall into several batches
+    rows = [list(range(len(prompts)))] if refill_rows else \
+        batches(model, prompts, batch_size, block_aligned=name.startswith("block"))  # refill: one call of all
+    if not refill_rows and len(pairs) < batch_size:  # too few prompts for one full batch: repeat each batch's
+        # own up to batch_size, so that a pass carries batch_size rows even where prompts fall into several batches
         rows = [(r * math.ceil(batch_size / len(r)))[:batch_size] for r in rows]
     batched = [[prompts[i] for i in r] for r in rows]
 
