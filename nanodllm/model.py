@@ -111,10 +111,7 @@ class RMSNorm(nn.Module):
         # x * rsqrt(mean(x^2) + eps) * weight, accumulated in float32 and returned in x's dtype. Written out, that
         # is six CUDA kernels; F.rms_norm is one, which matters for a decoding pass made of small kernels.
         y = F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        device = x.device.type
-        if torch.is_autocast_enabled(device) and not torch.is_grad_enabled():
-            return y.to(torch.get_autocast_dtype(device))
-        return y
+        return y if torch.is_grad_enabled() else y.to(linear_output_dtype(y))  # a no-op without autocast
 
 
 class Rotary(nn.Module):
