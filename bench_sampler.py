@@ -52,7 +52,7 @@ import torch
 
 from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
-from nanodllm.sampler import GenerationStats, batches, generate, knobs, prompt_columns
+from nanodllm.sampler import GenerationStats, batches, generate, knobs
 from nanodllm.sampler_stats import Timer
 from nanodllm.stats import rate_with_interval
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
@@ -276,13 +276,12 @@ def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
 
 
 def check_fits(name, model, prompts, args):
-    # the columns the prompts take on a canvas; generate puts an EOS before an ar prompt
-    longest = prompt_columns(model, [len(p) for p in prompts], block_aligned=name.startswith("block")) + \
-        name.startswith("ar")
+    # every row decodes on its own positions, so the longest prompt bounds the room; an ar prompt gets an EOS first
+    longest = max(len(p) for p in prompts) + name.startswith("ar")
     new = args.llada_gen_length if name.startswith("llada") else args.max_new_tokens
     if longest + new > model.config.max_seq_len:
         flag = "--llada_gen_length" if name.startswith("llada") else "--max_new_tokens"
-        fail(f"{name}: the prompts ({longest} positions of a canvas) + {new} new tokens exceed the model's "
+        fail(f"{name}: the longest prompt ({longest} positions) + {new} new tokens exceed the model's "
              f"max_seq_len {model.config.max_seq_len}; lower {flag} to at most {model.config.max_seq_len - longest}")
 
 

@@ -51,7 +51,7 @@ from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.evaluation import (EvaluationError, check_room, first_step_test, generation_results, load_pairs,
                                  run_name, validation_nll)
 from nanodllm.probe import eos_block_probe
-from nanodllm.sampler import knobs, knobs_from_flags, prompt_columns
+from nanodllm.sampler import knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -208,8 +208,7 @@ def run(args):
              for s in samplers}
     if not causal:
         needs["the first-step canvas"] = (args.canvas, args.length_flags["canvas"])
-    longest = prompt_columns(model, [len(p) for p in prompts], block_aligned="block" in samplers)  # on a canvas
-    check_room(model, longest + causal, needs)  # + the EOS before an ar prompt
+    check_room(model, max(len(p) for p in prompts) + causal, needs)  # + the EOS before an ar prompt
 
     label = args.label or run_name(args.init_from)
     out_dir = Path(args.out_dir or f"results/{label}")

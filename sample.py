@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from nanodllm.sampler import GenerationStats, batches, generate, knobs, knobs_from_flags, prompt_columns
+from nanodllm.sampler import GenerationStats, batches, generate, knobs, knobs_from_flags
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -227,12 +227,11 @@ def main(argv=None):
     tok = get_tokenizer()
     texts = read_prompts(args)
     encoded = [tok.encode(t) for t in texts]  # ordinary text: special-token names stay plain characters
-    # the columns the prompts take on a batch's canvas; generate puts an EOS before an ar prompt
-    longest = prompt_columns(model, [len(ids) for ids in encoded], block_aligned=sampler == "block") + (sampler == "ar")
+    # every row decodes on its own positions, so the longest prompt bounds the room; an ar prompt gets an EOS first
+    longest = max(len(ids) for ids in encoded) + (sampler == "ar")
     room = cfg.max_seq_len - longest
     if room < 1:
-        sys.exit(f"error: the prompts take {longest} positions of a batch's canvas; the model's context is "
-                 f"{cfg.max_seq_len}")
+        sys.exit(f"error: the longest prompt takes {longest} positions; the model's context is {cfg.max_seq_len}")
     args.max_new_tokens = args.max_new_tokens or min(MAX_GENERATION, room)
     args.max_length = args.max_length or min(MAX_GENERATION, room)
 

@@ -47,7 +47,7 @@ from nanodllm.sampler_stats import GenerationStats, Timer, sampling_mode
 
 __all__ = ["generate", "knobs", "knobs_from_flags", "SAMPLERS", "llada_generate", "block_diffusion_generate",
            "length_bound_generate", "autoregressive_generate", "sample_tokens", "num_transfer_tokens", "left_pad",
-           "make_canvas", "prompt_columns", "trim_at_eos", "next_power_of_two", "GenerationStats"]
+           "make_canvas", "trim_at_eos", "next_power_of_two", "GenerationStats"]
 
 
 # -----------------------------------------------------------------------------
@@ -192,8 +192,10 @@ def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1
     rows, n_pad = left_pad(prompts, cfg.pad_id, block)
     starts = [len(r) for r in rows]
     budgets = per_row(n_new, len(rows))
+    # every row computes as if it were alone, on its own positions (below), so each row must fit the model, not
+    # the canvas: whole-block padding and a refilled batch's long and short rows make the canvas wider than any row
+    _check_length(max(s - pad + n for s, pad, n in zip(starts, n_pad, budgets)), cfg, caller)
     W = max(s + n for s, n in zip(starts, budgets))
-    _check_length(W, cfg, caller)
     device = next(model.parameters()).device
     x = torch.tensor([r + [fill_id] * n + [cfg.pad_id] * (W - len(r) - n) for r, n in zip(rows, budgets)],
                      device=device)
@@ -203,7 +205,9 @@ def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1
     first_real = torch.tensor(n_pad, device=device)[:, None]  # (B, 1)
     ends = torch.tensor(starts, device=device)[:, None] + torch.tensor(budgets, device=device)[:, None]  # (B, 1)
     key_mask = (columns >= first_real) & (columns < ends)
-    return x, starts, key_mask, (columns - first_real).clamp(min=0)
+    # padding takes a real neighbour's position (it is never attended to), so no position passes the row's last
+    positions = (torch.minimum(columns, ends - 1) - first_real).clamp(min=0)  # (B, W)
+    return x, starts, key_mask, positions
 
 
 # -----------------------------------------------------------------------------
@@ -410,8 +414,8 @@ def _refill(decode, prompts, rows: int, max_new_tokens: int) -> Decoded:
     most `rows` rows. A batch stops at the end of the first block where one of its rows has finished while
     prompts wait; its rows still writing come back in the next batch, each as its prompt followed by what it has
     written, with what is left of its max_new_tokens, and the waiting prompts fill the rest of it. Every row's
-    positions stay those it has alone, but a canvas holds the batch's longest prompt in whole blocks: a row that
-    comes back with blocks written widens it, and make_canvas checks the width against max_seq_len."""
+    positions stay those it has alone (make_canvas), however wide the mix of returning and new rows makes the
+    canvas."""
     prompts = prompt_rows(prompts)
     waiting = list(range(len(prompts)))  # the caller's rows not started yet, in order
     written = {}  # caller row -> its tokens so far, for the rows that left a batch still writing
@@ -721,16 +725,6 @@ def block_offset(model, prompt_length: int) -> int:
 def decoding_block_size(model, block_size: int) -> int:
     """The blocks block_diffusion_generate decodes in: a block_causal model's own, any other's block_size."""
     return model.config.attn_block_size if model.config.attention == "block_causal" else block_size
-
-
-def prompt_columns(model, lengths, block_aligned: bool = False) -> int:
-    """The canvas columns that prompts of these lengths take before a batch's first generated column, at most:
-    the longest prompt; or, for a block_causal model whose rows are padded by whole blocks (block_aligned: the
-    block sampler, make_canvas), the most whole blocks of any prompt and then the largest remainder, up to a block
-    minus one column more. What is left of max_seq_len after them is the room to generate in."""
-    cfg = model.config
-    block = cfg.attn_block_size if block_aligned and cfg.attention == "block_causal" else 1
-    return max(n + pad for n, pad in zip(lengths, padding(lengths, block)))
 
 
 def batches(model, prompts, batch_size: int, block_aligned: bool = False) -> list[list[int]]:

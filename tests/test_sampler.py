@@ -14,7 +14,7 @@ from nanodllm import sampler as sampler_module
 from nanodllm.model import ModelConfig, Transformer
 from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate, block_offset,
                               decoding_block_size, generate, knobs, knobs_from_flags, left_pad, length_bound_generate,
-                              llada_generate, next_power_of_two, num_transfer_tokens, prompt_columns, trim_at_eos)
+                              llada_generate, make_canvas, next_power_of_two, num_transfer_tokens, trim_at_eos)
 
 MASK, EOS, PAD = 63, 62, 61
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]  # several lengths: left padding
@@ -172,6 +172,23 @@ def test_refill_writes_what_each_prompt_writes_alone_in_fewer_passes(kwargs, mon
     assert_clean(refilled, stats)
     batches_of_3 = [block_diffusion_generate(model, prompts[i:i + 3], **knobs)[1] for i in range(0, 12, 3)]
     assert stats.nfe < sum(s.nfe for s in batches_of_3)
+
+
+def test_refill_decodes_rows_that_fit_the_model_on_a_canvas_that_does_not(monkeypatch):
+    """A row that comes back with 40-odd tokens written shares a batch with a new prompt that may write 236:
+    a canvas wider than max_seq_len (256), though every row fits. Each row still writes what it writes alone."""
+    model = tiny_model("block_causal")
+    wrap_forward(model, eos_every(60))  # the 20-token prompt ends first, the 5-token one is then still writing
+    prompts = [list(range(1, 6)), list(range(1, 21)), [3] * 5]
+    knobs = dict(threshold=0.3, max_new_tokens=256 - 20)
+    widths = []
+    decode = sampler_module._decode_blocks
+    monkeypatch.setattr(sampler_module, "_decode_blocks", lambda model, prompts, n_new, **kw:
+                        widths.append(max(map(len, prompts)) + max(sampler_module.per_row(n_new, len(prompts)))) or
+                        decode(model, prompts, n_new, **kw))
+    refilled, _ = block_diffusion_generate(model, prompts, refill_rows=2, **knobs)
+    assert len(widths) > 1 and max(widths) > 256
+    assert refilled == [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
 
 
 def test_refill_keeps_at_most_its_rows_in_flight_and_needs_an_exact_cache():
@@ -673,17 +690,20 @@ def test_batches_of_a_block_causal_model_hold_prompts_of_equal_length_modulo_its
     assert batches(tiny_model("bidirectional"), prompts, 2) == [[0, 1], [2, 3], [4]]  # others: in order
 
 
-def test_prompt_columns_bound_the_canvas_exactly():
-    """A block_causal model's rows padded by whole blocks: prompts of 9 and 7 tokens end at columns 9 and 15 of
-    the canvas (blocks of 8), so 256 - 15 columns are left to generate in, not 256 - 9."""
+def test_each_row_must_fit_the_model_not_the_canvas():
+    """A block_causal model's rows are padded by whole blocks: prompts of 9 and 7 tokens end at columns 9 and 15
+    of the canvas (blocks of 8). Each row decodes on its own positions, so 256 - 9 new tokens fit (a canvas of
+    262 columns, rows of 256 and 254 positions), each row writing what it writes alone; 256 - 8 do not."""
     model = tiny_model("block_causal")  # max_seq_len 256
+    wrap_forward(model, no_eos)
     prompts = [list(range(1, 10)), list(range(1, 8))]
-    assert prompt_columns(model, [9, 7], block_aligned=True) == 15 and prompt_columns(model, [9, 7]) == 9
-    assert prompt_columns(tiny_model("bidirectional"), [9, 7], block_aligned=True) == 9
-    out, _ = block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 15)
-    assert len(out) == 2
+    x, starts, _, positions = make_canvas(model, prompts, 256 - 9, MASK, "test", block=8)
+    assert starts == [9, 15] and x.shape[1] == 262 and positions.max(dim=1).values.tolist() == [255, 253]
+    together, _ = block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 9)
+    alone = [block_diffusion_generate(model, [p], threshold=0.9, max_new_tokens=256 - 9)[0][0] for p in prompts]
+    assert together == alone and [len(o) for o in together] == [247, 247]
     with pytest.raises(ValueError, match="max_seq_len"):
-        block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 14)
+        block_diffusion_generate(model, prompts, threshold=0.9, max_new_tokens=256 - 8)
 
 
 def test_where_a_prompt_ends_in_its_decoding_blocks():
