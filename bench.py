@@ -27,10 +27,10 @@ import time
 
 import torch
 
-from nanodllm import parallel, profiling, system
+from nanodllm import parallel, profiling, recipes, system
 from nanodllm.config import load_config
 from nanodllm.data import Batch
-from nanodllm.training import build_model, configure_optimizer, loss_function, mask_device, training_example
+from nanodllm.training import build_model, configure_optimizer, loss_function
 
 
 def split_bench_flags(argv):
@@ -119,15 +119,14 @@ def main(argv):
         parallel.apply_activation_checkpointing(model)
     optimizer = configure_optimizer(model, cfg, device)
     loss_fn = loss_function(cfg)
-    masks_on = mask_device(cfg, device)  # the GPU, or the CPU with loss_gather=host (as in train.py)
-    generator = torch.Generator(masks_on).manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
     shape = (cfg.batch_size, cfg.block_size)
-    no = torch.zeros(shape, dtype=torch.bool, device=masks_on)
-    batch = Batch(torch.randint(0, 50256, shape, device=masks_on), no, no)  # random GPT-2 tokens, no prompts/pads
+    no = torch.zeros(shape, dtype=torch.bool, device=device)
+    batch = Batch(torch.randint(0, 50256, shape, device=device), no, no)  # random GPT-2 tokens, no prompts/pads
 
     def train_step():
         for _ in range(cfg.gradient_accumulation_steps):
-            example = training_example(cfg, batch, 0, generator, device)
+            example = recipes.make_example(cfg, batch, 0, generator)
             with autocast_ctx:
                 loss = loss_fn(model, example) / cfg.gradient_accumulation_steps
             loss.backward()

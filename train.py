@@ -35,7 +35,7 @@ from nanodllm.config import ConfigError, TrainConfig, config_to_dict, help_text,
 from nanodllm.model import PRESETS
 from nanodllm.prepare import HUB, DataError, describe
 from nanodllm.training import (build_model, configure_optimizer, data_dir, evaluate, learning_rate, load_splits,
-                               loss_function, make_loader, mask_device, model_config, training_example)
+                               loss_function, make_loader, model_config)
 
 DATASETS = (*HUB, "lengthtask")
 LOWER_LR = "lower learning_rate, or check the data"
@@ -141,7 +141,7 @@ def main(argv):
 
     # ---- model and optimizer: from scratch, fine-tuned from a checkpoint, or resumed ----
     model = build_model(cfg)
-    generator = torch.Generator(mask_device(cfg, device)).manual_seed(cfg.seed + d.rank)  # draws t and the masks
+    generator = torch.Generator(device).manual_seed(cfg.seed + d.rank)  # draws t and the masks
     step, best_val, lineage = 0, math.inf, None  # lineage: which checkpoint the weights started from
     if cfg.resume:
         ckpt = checkpoint.resolve(out_dir)
@@ -167,10 +167,7 @@ def main(argv):
         parallel.load_full_optimizer_state(model, optimizer, state["optimizer"])
         if len(state["loaders"]) == d.world_size:
             loader.load_state_dict(state["loaders"][d.rank])
-            if state["rng"][d.rank].numel() == generator.get_state().numel():
-                generator.set_state(state["rng"][d.rank])
-            else:  # drawn on the other device before (loss_gather "host" or not): a stream that cannot be resumed
-                log(f"note: {ckpt} drew its masks on another device; the masks' random stream starts afresh")
+            generator.set_state(state["rng"][d.rank])
         else:  # each rank's share of the documents changes with the number of ranks: start a fresh epoch
             loader.start_epoch(max(s["epoch"] for s in state["loaders"]) + 1)
             log(f"note: {ckpt} was written by {len(state['loaders'])} processes, this run has {d.world_size}: "
@@ -225,7 +222,7 @@ def main(argv):
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked at log and save time: no sync per step
     # The loader runs one batch ahead; a checkpoint stores its cursor from before the batch not yet trained on.
     pending_cursor = loader.state_dict()
-    batch = loader.next_batch().to(mask_device(cfg, device))
+    batch = loader.next_batch().to(device)
     t0, tokens_since = time.time(), 0
     start_time, start_step = time.time(), step  # for the ETA, evaluations included
     try:
@@ -252,12 +249,11 @@ def main(argv):
                 # DDP: all-reduce gradients only on the last micro-step of the accumulation. (FSDP reduce-scatters
                 # every micro-step: skipping it would keep full fp32 gradients on every rank.)
                 sync = model.no_sync() if d.enabled and not fsdp and not last_micro else nullcontext()
-                example = training_example(cfg, batch, step, generator, device)
+                example = recipes.make_example(cfg, batch, step, generator)
                 with sync, autocast_ctx:
                     loss = loss_fn(model, example) / cfg.gradient_accumulation_steps
                 pending_cursor = loader.state_dict()
-                # the next batch, fetched while the GPU works
-                batch = loader.next_batch().to(mask_device(cfg, device), non_blocking=True)
+                batch = loader.next_batch().to(device, non_blocking=True)  # fetch the next while the GPU works
                 with sync:
                     loss.backward()
             nonfinite |= ~torch.isfinite(loss)

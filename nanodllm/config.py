@@ -78,7 +78,7 @@ class TrainConfig:
     dtype: str = "bfloat16"  # autocast dtype on CUDA: bfloat16 | float16 | float32
     compile: bool = True  # torch.compile the model and loss (on the CPU it needs a C compiler)
     compile_mode: str = "default"  # torch.compile mode of the loss: default | max-autotune-no-cudagraphs | ...
-    loss_gather: str = "mask"  # how the loss finds masked positions: mask | indices | dense | host (training.py)
+    loss_gather: str = "mask"  # how the loss finds the masked positions: mask | indices | dense (training.loss_function)
     seed: int = 1337  # initial weights, masks and data order
     parallel: str = "ddp"  # with several processes: ddp | fsdp (FSDP2: weights, grads and AdamW states sharded)
     fp8: str = ""  # "" | tensorwise | rowwise: torchao float8 matmuls (GPU of capability >= 8.9; pip install torchao)

@@ -51,7 +51,7 @@ def build_model(cfg: TrainConfig) -> Transformer:
     return Transformer(model_config(cfg))
 
 
-LOSS_GATHERS = ("mask", "indices", "dense", "host")
+LOSS_GATHERS = ("mask", "indices", "dense")
 
 
 def loss_function(cfg: TrainConfig):
@@ -67,11 +67,6 @@ def loss_function(cfg: TrainConfig):
                an ordinary tensor of symbolic length;
       dense    no gather at all: the output head at every position, the cross-entropy weighted by the mask. Fixed
                shapes and no sync, for the head's FLOPs at the unmasked positions too.
-      host     as indices, but the masks are drawn on the CPU, where the loader's batches are, and their indices
-               found there (training_example): the example reaches the GPU by a copy queued behind the work
-               already there, so the step has no host-device sync at all, and the CPU, which only waits anyway,
-               runs ahead of the GPU instead of catching up after every sync (the H200 profile: 1.1-1.4 ms of idle
-               GPU per step after the sync). The masks come from the CPU's random stream, not the GPU's.
 
     Except under fp8: torchao's float8 tensors with that data-dependent size did not finish warming up in 170 s
     (torchao 0.18, torch 2.11, 1B preset). Without the symbolic size the compiler splits the loss at the masked
@@ -83,41 +78,9 @@ def loss_function(cfg: TrainConfig):
     if cfg.compile:
         torch._dynamo.config.capture_dynamic_output_shape_ops = not cfg.fp8
         loss = torch.compile(loss, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
-    if cfg.loss_gather != "indices":  # host: its examples come with their indices (training_example)
+    if cfg.loss_gather != "indices":
         return loss
-    return lambda model, ex: loss(model, masked_indices(ex))
-
-
-def masked_indices(ex: recipes.Example) -> recipes.Example:
-    """The example with its (B, T) loss mask replaced by the mask's indices (a tuple of two (N,) tensors)."""
-    return dataclasses.replace(ex, loss_mask=ex.loss_mask.nonzero(as_tuple=True))
-
-
-def mask_device(cfg: TrainConfig, device: torch.device) -> torch.device:
-    """Where a training batch lies when the recipe draws its noise and masks (and so where the generator that
-    draws them lives): the CPU under loss_gather="host", else the training device."""
-    return torch.device("cpu") if cfg.loss_gather == "host" else device
-
-
-def training_example(cfg: TrainConfig, batch, step: int, generator, device: torch.device) -> recipes.Example:
-    """recipes.make_example of a batch on mask_device. Under loss_gather="host", the example then goes to `device`
-    with the masked positions' indices found on the CPU, each tensor copied from pinned memory without blocking:
-    the copy waits in the GPU's queue, the CPU does not."""
-    ex = recipes.make_example(cfg, batch, step, generator)
-    if cfg.loss_gather != "host":
-        return ex
-    ex = masked_indices(ex)
-    return recipes.Example(**{f.name: _copy_to(getattr(ex, f.name), device) for f in dataclasses.fields(ex)})
-
-
-def _copy_to(t, device: torch.device):
-    """A CPU tensor (a tuple of them, or None) on `device`: to a GPU through pinned memory, a copy that the CPU
-    does not wait for."""
-    if t is None:
-        return None
-    if isinstance(t, tuple):
-        return tuple(_copy_to(u, device) for u in t)
-    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
+    return lambda model, ex: loss(model, dataclasses.replace(ex, loss_mask=ex.loss_mask.nonzero(as_tuple=True)))
 
 
 def dense_loss(model, ex: recipes.Example):

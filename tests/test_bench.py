@@ -40,7 +40,6 @@ def test_profile_reports_where_the_step_goes():
     assert r["loss_gather"] == "mask" and r["compile_mode"] == "default"
 
 
-@pytest.mark.parametrize("gather", ["dense", "host"])
-def test_a_loss_gather_lever_runs_in_the_benchmark(gather):
-    r = bench.main(TINY + ["--steps=1", "--warmup=1", f"--loss_gather={gather}"])
-    assert r["loss_gather"] == gather and r["tokens_per_s"] > 0
+def test_a_loss_gather_lever_runs_in_the_benchmark():
+    r = bench.main(TINY + ["--steps=1", "--warmup=1", "--loss_gather=dense"])
+    assert r["loss_gather"] == "dense" and r["tokens_per_s"] > 0

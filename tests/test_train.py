@@ -130,16 +130,6 @@ def test_resume_continues_exactly(tmp_path, tiny_data):
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_host_masks_train_as_the_device_ones_on_the_cpu(tmp_path, tiny_data):
-    """loss_gather=host draws the masks where the loader's batch is, the CPU, and copies the example to the training
-    device. On the CPU that is the device, with the same generator, so the run is indices' run to the last bit."""
-    common = ["--max_iters=6", "--eval_interval=6", "--recipe=dllm_var"]
-    on_device = run(tmp_path / "indices", tiny_data, *common, "--loss_gather=indices")
-    on_host = run(tmp_path / "host", tiny_data, *common, "--loss_gather=host")
-    for (name, a), (_, b) in zip(on_device.state_dict().items(), on_host.state_dict().items()):
-        assert torch.equal(a, b), name
-
-
 def test_fine_tune_from_a_checkpoint(tmp_path, tiny_data):
     run(tmp_path / "pre", tiny_data, "--max_iters=5", "--eval_interval=5")
     tune = ["--eval_interval=2", "--recipe=dllm_var", f"--init_from={tmp_path / 'pre' / 'out'}"]

@@ -12,8 +12,7 @@ from nanodllm.config import ConfigError, TrainConfig
 from nanodllm.data import PackedLoader
 from nanodllm.prepare import load_split
 from nanodllm.sampler import block_diffusion_generate
-from nanodllm.training import (LOSS_GATHERS, build_model, evaluate, loss_function, prepare_data, row_noise,
-                               stratified_t, training_example)
+from nanodllm.training import build_model, evaluate, loss_function, prepare_data, row_noise, stratified_t
 
 TINY = dict(dataset="tinystories", n_layer=2, n_head=2, d_model=32, mlp_hidden=64, compile=False, block_size=64)
 
@@ -92,23 +91,21 @@ def test_training_seeds_share_the_held_out_prompts(tmp_path, monkeypatch):
                                            ("block_diffusion", {})])
 def test_every_loss_gather_gives_the_same_loss_and_gradients(tiny_data, recipe, extra):
     """The speed levers of loss_function change how the masked positions are found, never the numbers: the
-    indices of the mask (found on the device or, host, before the example is copied there), or the head at every
-    position weighted by the mask, give the mask's loss and gradients."""
+    indices of the mask, or the head at every position weighted by the mask, give the mask's loss and gradients."""
     split = load_split(tiny_data, "train")
     results = {}
-    for gather in LOSS_GATHERS:
+    for gather in ("mask", "indices", "dense"):
         cfg = TrainConfig(recipe=recipe, batch_size=4, loss_gather=gather, **TINY, **extra)
         batch = next(iter(PackedLoader(split, cfg.batch_size, cfg.block_size, seed=0, **recipes.loader_options(cfg))))
-        example = training_example(cfg, batch, 0, torch.Generator().manual_seed(0), torch.device("cpu"))
+        example = recipes.make_example(cfg, batch, 0, torch.Generator().manual_seed(0))
         torch.manual_seed(0)
         model = build_model(cfg)
         loss = loss_function(cfg)(model, example)
         loss.backward()
         results[gather] = loss.item(), [p.grad.clone() for p in model.parameters()]
     plain_loss, plain_grads = results["mask"]
-    rows, _ = example.loss_mask  # host's example comes with the indices: some positions are left out of the loss
-    assert 0 < len(rows) < example.inputs.numel()
-    for gather in LOSS_GATHERS[1:]:
+    assert example.loss_mask.any() and not example.loss_mask.all()  # some positions are left out of the loss
+    for gather in ("indices", "dense"):
         loss, grads = results[gather]
         assert loss == pytest.approx(plain_loss, rel=1e-5)
         assert all(torch.allclose(g, p, rtol=1e-4, atol=1e-7) for g, p in zip(grads, plain_grads))
