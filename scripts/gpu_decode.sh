@@ -24,8 +24,8 @@
 #              calls: the second finds seed 0 on the warm machine)
 #   ls-refill  continuous batching (bench_sampler's block_refill_graphs) at batch 16 on 500 held-out prompts,
 #              threshold 0.9, beside the block sampler's batches run to their ends, the AR model and the vanilla
-#              sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). Not yet
-#              run on the GPU (2026-12-03; rehearsed on the CPU)
+#              sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). On one
+#              H200 (2026-12-03, 4f77648): 340 s of training, then 66 s of benchmark
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
