@@ -71,12 +71,17 @@ class DecodingStep:
         else:
             # over keys [0, end): the key padding alone, to which the model adds its own attention rule
             inputs = dict(positions=window(positions, a, end), attn_mask=window(key_mask, 0, end))
+        return self.run(x[:, a:end], inputs, logits_at, **state)
+
+    def run(self, idx, inputs: dict, logits_at, **state):
+        """The pass on tokens idx (B, T) with the model's other inputs already built (positions, attn_mask and,
+        with graphs, write_at: fixed shapes), then `then`; the block sampler's slots build their own."""
         if self.graphed is None:
-            logits = self.model(x[:, a:end], kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
+            logits = self.model(idx, kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
         elif self.then is not None and self.then.graphable:  # the bookkeeping inside the pass's graph
-            return self.graphed(x[:, a:end], logits_at=logits_at, then=self.then, state=state, **inputs)
+            return self.graphed(idx, logits_at=logits_at, then=self.then, state=state, **inputs)
         else:
-            logits = self.graphed(x[:, a:end], logits_at=logits_at, **inputs)
+            logits = self.graphed(idx, logits_at=logits_at, **inputs)
         return logits if self.then is None else self.then(logits, **state)
 
     def _fixed_shape(self, key_mask, positions, a: int, end: int, B: int, W: int) -> dict:

@@ -172,9 +172,15 @@ class KVCache(nn.Module):
         return cls(c.n_layer, batch_size, c.n_kv_head, max_len, c.head_dim, linear_output_dtype(p), p.device)
 
     def update(self, layer: int, k, v, write_at=None):
-        """Writes k, v (B, K, T, D) after the committed prefix, or at the (T,) columns `write_at`; returns the
-        keys/values to attend over: the prefix and the new ones, or with `write_at` the whole buffer (the
-        caller's mask then hides the columns not written yet)."""
+        """Writes k, v (B, K, T, D) after the committed prefix, or at the columns `write_at`: (T,), the same for
+        every row, or (B, T), each row's own (rows that decode at their own pace, the block sampler's slots);
+        returns the keys/values to attend over: the prefix and the new ones, or with `write_at` the whole buffer
+        (the caller's mask then hides the columns not written yet)."""
+        if write_at is not None and write_at.dim() == 2:
+            at = write_at[:, None, :, None].expand_as(k)  # (B, K, T, D)
+            self.k[layer].scatter_(2, at, k)
+            self.v[layer].scatter_(2, at, v)
+            return self.k[layer], self.v[layer]  # (B, K, max_len, D)
         if write_at is not None:
             self.k[layer].index_copy_(2, write_at, k)
             self.v[layer].index_copy_(2, write_at, v)
@@ -246,20 +252,22 @@ class Block(nn.Module):
 def attention_mask(queries, keys, *, segments=None, real_keys=None, samples=None):
     """The one attention mask of training and of every sampler pass: True where a query may attend to a key.
 
-    queries (T,) and keys (S,) are the columns of the sequence (or of the KV cache) the pass computes and reads.
+    queries (T,) and keys (S,) are the columns of the sequence (or of the KV cache) the pass computes and reads;
+    queries may be (B, T) instead, each row's own (the block sampler's slots, where rows decode different blocks).
     Three rules, each optional, all of which must hold:
       segments   (N,) segment id of every column: a query sees keys of its own segment and earlier ones. Segment =
                  column is causal attention; column // block is block-causal (BD3-LM); None is bidirectional.
       real_keys  (B, S) bool: False at keys nobody may see (left padding, cache columns not written yet).
       samples    (B, N) sample id of every column: a query sees only keys of its own sample (packed rows whose
-                 samples must not see each other, training's attention_scope="sample").
+                 samples must not see each other, training's attention_scope="sample"); (T,) queries only.
     And a token always sees itself: a padding query has no real key to look at, and a row of all-False makes
     softmax NaN, which then leaks into every output through 0 * NaN in the value product.
     -> (B, 1, T, S), or (1, 1, T, S) when no rule is per row.
     """
-    itself = keys[None, :] == queries[:, None]  # (T, S)
-    allowed = torch.ones_like(itself) if segments is None else segments[keys][None, :] <= segments[queries][:, None]
-    allowed = allowed[None, None]  # (1, 1, T, S)
+    itself = keys == queries[..., None]  # (T, S) or (B, T, S)
+    allowed = torch.ones_like(itself) if segments is None else segments[keys] <= segments[queries][..., None]
+    itself, allowed = (itself[None, None], allowed[None, None]) if queries.dim() == 1 else \
+        (itself[:, None], allowed[:, None])  # (1 or B, 1, T, S)
     if real_keys is not None:
         allowed = allowed & real_keys[:, None, None, :]  # (B, 1, T, S)
     if samples is not None:
@@ -291,11 +299,16 @@ def token_before(positions, mask, write_at, T: int):
     before its block again); a stream-packed row (straddling samples) that starts with a masked token predicts
     it from itself, one position per row.
     positions (T,) or (B, T); mask None or (B or 1, 1, T, S) over the keys, the pass's own being its last T
-    (or, for a CUDA-graphed pass, the columns write_at)."""
+    (or, for a CUDA-graphed pass or the slots', the columns write_at)."""
     own = torch.arange(T, device=positions.device)
     if mask is None:
         return (own - 1).clamp(min=0)[None]  # (1, T)
-    keys = mask[:, 0, :, -T:] if write_at is None else mask[:, 0].index_select(-1, write_at)  # (B|1, T, T)
+    if write_at is None:
+        keys = mask[:, 0, :, -T:]  # (B|1, T, T)
+    elif write_at.dim() == 1:
+        keys = mask[:, 0].index_select(-1, write_at)  # (B|1, T, T)
+    else:  # each row's own columns
+        keys = mask[:, 0].gather(-1, write_at[:, None, :].expand(-1, T, -1))  # (B, T, T)
     pos = positions if positions.dim() == 2 else positions[None]  # (B|1, T)
     before = keys & (pos[:, None, :] == pos[:, :, None] - 1)  # (B|1, T, T): a key at the query's position - 1
     return torch.where(before.any(dim=-1), before.int().argmax(dim=-1), own)
@@ -346,8 +359,8 @@ class Transformer(nn.Module):
         attn_mask:  True = may attend; (B, L+T) marks real keys (left padding), or a full (B, 1, T, L+T) mask
                     from attention_mask, which replaces the model's own (the samplers' block-causal masks).
         kv_cache:   a KVCache: attend over its committed prefix too (call kv_cache.commit(n) to keep keys).
-        write_at:   (T,) the cache columns to write the new keys/values to, instead of right after the prefix;
-                    the pass then attends over the whole cache, under a full attn_mask (cuda_graphs.py).
+        write_at:   (T,) or (B, T) the cache columns to write the new keys/values to, instead of right after the
+                    prefix; the pass then attends over the whole cache, under a full attn_mask (cuda_graphs.py).
         logits_at:  compute the output head only where it is needed: a (B, T) bool mask (training: the masked
                     positions, which skips most of the head's FLOPs, the largest matmul of a small model) or
                     any index of the (B, T) positions, e.g. (slice(None), slice(a, b)) for one block of a

@@ -133,6 +133,18 @@ def test_mask_rules_combine_and_a_query_with_no_key_sees_itself():
     ]
 
 
+def test_mask_with_queries_per_row_is_each_rows_own_mask():
+    """Queries (B, T), each row's own columns (the block sampler's slots): row b's mask is the mask of its
+    queries alone."""
+    blocks = torch.tensor([0, 0, 1, 1, 2])
+    real = torch.tensor([[X, X, X, X, X], [O, X, X, X, O]])
+    queries = torch.tensor([[0, 1], [2, 3]])
+    mask = attention_mask(queries, COLUMNS, segments=blocks, real_keys=real)
+    assert mask.shape == (2, 1, 2, 5)
+    for b in range(2):
+        assert torch.equal(mask[b], attention_mask(queries[b], COLUMNS, segments=blocks, real_keys=real[b:b + 1])[0])
+
+
 def _influence_of_last_token(model):
     """How much the logits at each position change when only the last token changes."""
     idx = torch.randint(0, 50257, (1, 10))
@@ -191,6 +203,19 @@ def test_kv_cache_reproduces_the_full_forward(attention):
     cache.commit(8)
     second = model(idx[:, 8:], kv_cache=cache)
     torch.testing.assert_close(torch.cat([first, second], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_writes_each_rows_own_columns():
+    """write_at (B, T): row b's keys/values go to its own columns, as a (T,) write_at of row b alone puts them."""
+    model = tiny_model().eval()
+    k, v = (torch.randn(2, model.config.n_kv_head, 3, model.config.head_dim) for _ in range(2))  # (B, K, T, D)
+    per_row = KVCache.for_model(model, batch_size=2, max_len=8)
+    at = torch.tensor([[0, 1, 2], [5, 6, 7]])
+    per_row.update(0, k, v, write_at=at)
+    for b in range(2):
+        alone = KVCache.for_model(model, batch_size=1, max_len=8)
+        alone.update(0, k[b:b + 1], v[b:b + 1], write_at=at[b])
+        assert torch.equal(per_row.k[0, b], alone.k[0, 0]) and torch.equal(per_row.v[0, b], alone.v[0, 0])
 
 
 def test_uncommitted_cache_entries_are_scratch():
