@@ -69,6 +69,19 @@ def test_refill_replays_give_the_eager_tokens(device):
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_slots_replay_one_graph_with_the_eager_tokens(device):
+    """slots: every pass has one shape (each slot's two blocks over the whole cache, the columns per row), so one
+    recording serves the whole call; its replays give the eager run's tokens and pass counts."""
+    model = model_on(device, "block_causal")
+    wrap_forward(model, eos_at_12)
+    stats = check_same(run_both(block_diffusion_generate, model, threshold=0.3, max_new_tokens=30, slots=2))
+    assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1  # rows did stop, at different places
+    if device == "cuda":
+        graphs = [g for g in model.__dict__["_decoding_recordings"].values() if g.kv_cache is not None]
+        assert [len(g.graphs) for g in graphs] == [1]
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("generate, attention, knobs", [
     (block_diffusion_generate, "bidirectional", dict(block_size=8, threshold=0.3, max_new_tokens=20)),
     (autoregressive_generate, "causal", dict(max_new_tokens=20))])

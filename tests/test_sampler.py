@@ -6,6 +6,8 @@ tokens in some steps and one in others, which exercises every path of the block 
 specific behaviour (an EOS at a chosen place, never an EOS) it wraps model.forward and edits the logits.
 """
 
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,6 +191,64 @@ def test_refill_decodes_rows_that_fit_the_model_on_a_canvas_that_does_not(monkey
     refilled, _ = block_diffusion_generate(model, prompts, refill_rows=2, **knobs)
     assert len(widths) > 1 and max(widths) > 256
     assert refilled == [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(cuda_graphs=True), dict(output_shift=True), dict(eos_frontier=True)])
+def test_slots_write_what_each_prompt_writes_alone(kwargs):
+    """slots: 12 prompts of 1 to 12 tokens in 3 slots, blocks of 8, each row at its own block; rows stop at an
+    EOS at position 19 or at the cap of 14 tokens, and a finished row's slot takes the next prompt. Every pass
+    feeds the 3 slots 2 blocks each, and every prompt gets the tokens it gets alone."""
+    kwargs = dict(kwargs)
+    model = tiny_model("block_causal", output_shift=kwargs.pop("output_shift", False))
+    log = wrap_forward(model, eos_every(19))
+    prompts = [list(range(1, n + 1)) for n in range(1, 13)]
+    knobs = dict(max_new_tokens=14, threshold=0.3, **kwargs)
+    out, stats = block_diffusion_generate(model, prompts, slots=3, **knobs)
+    assert {shape for _, shape in log} == {(3, 16)} and len(log) == stats.nfe
+    assert out == [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
+    assert 0 < sum(stats.finished) < len(prompts)  # some rows end by EOS, some at the cap
+    assert_clean(out, stats)
+
+
+def paced(block: int):
+    """An edit that makes the model sure of every token in even blocks of positions (a block in one pass) and of
+    one token per pass in odd ones, and never of EOS: rows whose prompts end in different blocks need different
+    numbers of passes for the blocks they decode side by side."""
+    def edit(logits, positions):
+        logits = no_eos(logits, positions)
+        sure = (positions // block) % 2 == 0  # (B, T)
+        logits[sure] = logits[sure] * 100
+        return logits
+    return edit
+
+
+def test_slots_let_no_row_wait_for_another():
+    """24 prompts of 1 to 19 tokens, 8 rows in flight, paced: in a batch (refill_rows too) a row that has written
+    its block waits for the slowest row's; in slots it moves on. The same tokens as alone, in fewer passes."""
+    model = tiny_model("block_causal", sharpen=3.0)
+    wrap_forward(model, paced(8))
+    rng = random.Random(0)
+    prompts = [[rng.randrange(1, 60) for _ in range(rng.randrange(1, 20))] for _ in range(24)]
+    knobs = dict(max_new_tokens=32, threshold=0.9)
+    out, stats = block_diffusion_generate(model, prompts, slots=8, **knobs)
+    alone = [block_diffusion_generate(model, [p], **knobs) for p in prompts]
+    assert out == [o[0] for o, _ in alone]
+    refilled = block_diffusion_generate(model, prompts, refill_rows=8, **knobs)[1]
+    assert stats.nfe < 0.7 * refilled.nfe
+    assert stats.row_nfe < sum(s.nfe for _, s in alone) + len(prompts) * 3  # + at most 3 prompt blocks each
+
+
+def test_slots_need_an_exact_cache_and_threshold_commits():
+    model = tiny_model("block_causal")
+    for bad, message in [(dict(slots=0), "slots must be >= 1"), (dict(slots=2, cache=False), "block_causal model"),
+                         (dict(slots=2, steps_per_block=2), "threshold"), (dict(slots=2, refill_rows=2), "threshold"),
+                         (dict(slots=2, trace=print), "trace")]:
+        with pytest.raises(ValueError, match=message):
+            block_diffusion_generate(model, PROMPTS, **bad)
+    with pytest.raises(ValueError, match="block_causal model"):
+        block_diffusion_generate(tiny_model("bidirectional"), PROMPTS, slots=2)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        block_diffusion_generate(model, PROMPTS, slots=2, max_new_tokens=250)
 
 
 def test_refill_keeps_at_most_its_rows_in_flight_and_needs_an_exact_cache():
@@ -623,7 +683,8 @@ DEFAULTS = {
     "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
                   cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
-                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, refill_rows=None),
+                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, refill_rows=None,
+                  slots=None),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
 }
