@@ -59,11 +59,14 @@ from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
-REFILL = "block_refill_graphs"  # continuous batching (block_causal models only): run when asked for by name
+# continuous batching (block_causal models only; run when asked for by name) -> the block sampler's knob that says
+# how many rows it keeps in flight: the batch size
+IN_FLIGHT = {"block_refill_graphs": "refill_rows", "block_slots_graphs": "slots"}
 LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block, no cache",
           "llada": "LLaDA vanilla", "ar": "autoregressive, KV cache",
           "block_graphs": "dLLM-Var block, cache, graphs", "llada_graphs": "LLaDA vanilla, graphs",
-          "ar_graphs": "autoregressive, cache, graphs", REFILL: "dLLM-Var block, cache, graphs, refill"}
+          "ar_graphs": "autoregressive, cache, graphs", "block_refill_graphs": "dLLM-Var block, cache, graphs, refill",
+          "block_slots_graphs": "dLLM-Var block, cache, graphs, slots"}
 
 
 def fail(message: str):
@@ -86,9 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--llada_prompts", type=int, default=None, help="prompts for the slow vanilla sampler "
                    "(default: all n_prompts)")
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
-    p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS} and {REFILL} "
-                   "(the block sampler refilling finished rows with waiting prompts: one call decodes every prompt, "
-                   "batch size rows at a time; a block_causal model only)")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS} and "
+                   f"{tuple(IN_FLIGHT)} (the block sampler refilling finished rows with waiting prompts at a block's end, or with each "
+                   "row at its own block: one call decodes every prompt, batch size rows at a time; a block_causal "
+                   "model only)")
     p.add_argument("--block_size", type=int, default=knobs("block")["block_size"])
     p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each; the "
                    "first is the reference the others' accuracy is compared with")
@@ -119,9 +123,9 @@ def parse_args(argv=None):
     except ValueError:
         p.error(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}")
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    unknown = set(args.samplers) - set(SAMPLERS) - {REFILL}
+    unknown = set(args.samplers) - set(SAMPLERS) - set(IN_FLIGHT)
     if unknown:
-        p.error(f"unknown sampler(s) {sorted(unknown)}; choose from {SAMPLERS + (REFILL,)}")
+        p.error(f"unknown sampler(s) {sorted(unknown)}; choose from {SAMPLERS + tuple(IN_FLIGHT)}")
     if not args.ar_init_from and {"ar", "ar_graphs"} & set(args.samplers):
         args.samplers = [s for s in args.samplers if not s.startswith("ar")]
         print("no --ar_init_from: skipping the autoregressive baseline")
@@ -173,14 +177,15 @@ def load(path, device, max_seq_len, dtype, autocast_weights):
 
 
 def run_sampler(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
-    """One call of sampler `name` on a batch (the block samplers at `threshold`; REFILL on all the prompts,
-    refill_rows at a time); a warm-up call generates only a little."""
+    """One call of sampler `name` on a batch (the block samplers at `threshold`; those of IN_FLIGHT on all the
+    prompts, refill_rows at a time); a warm-up call generates only a little."""
     g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
     common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
+        in_flight = {IN_FLIGHT[name]: refill_rows} if name in IN_FLIGHT else {}
         return generate("block", model, prompts, block_size=args.block_size, threshold=threshold, max_new_tokens=n,
-                        cache=name != "block_nocache", refill_rows=refill_rows, **common)
+                        cache=name != "block_nocache", **in_flight, **common)
     if name.startswith("llada"):
         blocks = args.llada_gen_length // args.llada_block_length  # a warm-up decodes the first block only
         return generate("llada", model, prompts, block_length=args.llada_block_length,
@@ -196,7 +201,7 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     those batches took. It is a function so that the caller can save the timed row first: profiling a slow
     sampler takes longer than timing it."""
     prompts = [p for p, _ in pairs]
-    refill_rows = batch_size if name == REFILL else None
+    refill_rows = batch_size if name in IN_FLIGHT else None
     # with a block_causal model, the samplers other than the block sampler decode each row as if alone only among
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
     rows = [list(range(len(prompts)))] if refill_rows else \
@@ -385,9 +390,10 @@ def main(argv=None):
     if diffusion.config.attention == "causal":
         fail(f"{args.init_from} is a causal model; --init_from takes the diffusion model (and --ar_init_from the "
              f"causal one)")
-    if REFILL in args.samplers and diffusion.config.attention != "block_causal":
-        fail(f"{REFILL} refills rows with an exact KV cache, which needs a block_causal model; {args.init_from} is "
-             f"{diffusion.config.attention}")
+    continuous = [s for s in args.samplers if s in IN_FLIGHT]
+    if continuous and diffusion.config.attention != "block_causal":
+        fail(f"{continuous[0]} refills rows with an exact KV cache, which needs a block_causal model; "
+             f"{args.init_from} is {diffusion.config.attention}")
     ar = None  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:
         ar, _ = load(args.ar_init_from, device, needed, dtype, args.autocast_weights)

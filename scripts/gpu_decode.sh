@@ -22,10 +22,11 @@
 #              batch 1 for the others; no other sampler, no profile. On one H200 (2026-12-03): 343 s of training
 #              and 121 s of curve for seed 0; about 110 s and 80 s for each further seed (SEEDS=0,1,2 needs two
 #              calls: the second finds seed 0 on the warm machine)
-#   ls-refill  continuous batching (bench_sampler's block_refill_graphs) at batch 16 on 500 held-out prompts,
-#              threshold 0.9, beside the block sampler's batches run to their ends, the AR model and the vanilla
-#              sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). On one
-#              H200 (2026-12-03, 4f77648): 340 s of training, then 66 s of benchmark
+#   ls-refill  continuous batching at batch 16 on 500 held-out prompts, threshold 0.9: bench_sampler's
+#              block_refill_graphs (rows refilled at a block's end) and block_slots_graphs (each row at its own
+#              block), beside the block sampler's batches run to their ends, the AR model and the vanilla sampler
+#              (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). On one H200
+#              (2026-12-03, 4f77648, without the slots): 340 s of training, then 66 s of benchmark
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -104,7 +105,7 @@ case $PART in
     # model, and the vanilla sampler's batch 16 (4 prompts, 16 rows per pass)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
     bench lengthtask refill_lengthtask --n_prompts=500 --batch_sizes=16 --thresholds=0.9 \
-      --samplers=block_graphs,block_refill_graphs,ar_graphs,llada_graphs
+      --samplers=block_graphs,block_refill_graphs,block_slots_graphs,ar_graphs,llada_graphs
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0

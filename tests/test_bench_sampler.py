@@ -371,7 +371,7 @@ def test_refill_decodes_every_prompt_in_one_call_batch_size_rows_at_a_time(monke
 
     monkeypatch.setattr(bench_sampler, "run_sampler", fake)
     pairs = [(list(range(n)), [1]) for n in (3, 1, 9, 11, 2)]
-    _, completions, _, _, _ = bench_sampler.bench(bench_sampler.REFILL, tiny_model(attention="block_causal"),
+    _, completions, _, _, _ = bench_sampler.bench("block_refill_graphs", tiny_model(attention="block_causal"),
                                                   pairs, 4, SimpleNamespace(profile=False), torch.device("cpu"),
                                                   "float32")
     assert calls == [(5, 4, False), (5, 4, False)]
