@@ -350,8 +350,7 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     decode = functools.partial(_decode_blocks, model, block_size=decoding_block_size(model, block_size),
                                steps_per_block=steps_per_block, cache=cache, cuda_graphs=cuda_graphs, commit=commit)
     if slots is not None:
-        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, block_size=cfg.attn_block_size,
-                             cuda_graphs=cuda_graphs, commit=commit)
+        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit)
     elif refill_rows is None:
         done = decode(prompts, max_new_tokens, trace=trace)
     else:
@@ -449,8 +448,7 @@ def _refill(decode, prompts, rows: int, max_new_tokens: int) -> Decoded:
     return total
 
 
-def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, block_size: int, cuda_graphs: bool,
-                  commit) -> Decoded:
+def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graphs: bool, commit) -> Decoded:
     """block_diffusion_generate's slots=R: every prompt decoded in one of R rows (slots), each row at its own block.
 
     Row j of the canvas holds one block of padding, then its prompt, its max_new_tokens masks, and padding up to
@@ -467,7 +465,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, block_size
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
     _check_length(max(len(p) for p in prompts) + max_new_tokens, cfg, "block_diffusion_generate")
-    bs, R = block_size, min(slots, len(prompts))
+    bs, R = cfg.attn_block_size, min(slots, len(prompts))  # the blocks the model was trained on
     W = bs + max(-(-(len(p) + max_new_tokens) // bs) * bs for p in prompts)  # the padding block, then whole blocks
     device = next(model.parameters()).device
     x = torch.full((R, W), cfg.pad_id, device=device)  # (R, W)
