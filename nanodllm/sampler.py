@@ -310,8 +310,8 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
 
     Stopping (stopped_rows): a row is finished once it has committed an EOS with nothing masked before it. That
     can happen mid-block; the row's output is cut after the EOS and the row leaves the batch and the cache
-    (DecodingBatch). Rows still move from block to block together (they share the cache length). max_new_tokens
-    caps every row.
+    (DecodingBatch). Rows still move from block to block together (they share the cache length; with slots=R,
+    below, each moves on its own). max_new_tokens caps every row.
 
     cuda_graphs (needs the cache): every pass after the first has one of two shapes, a block alone or a finished
     block with the next one, so each is recorded once as a CUDA graph and replayed (nanodllm/cuda_graphs.py),
@@ -487,6 +487,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     for j in range(R):
         take_next(j)
     columns = torch.arange(W, device=device)
+    segments = model.segments(columns)  # the model's blocks, counted from the padding block
     fed_offsets = torch.arange(2 * bs, device=device) - bs  # the block before a row's block, then its block
     kv = KVCache.for_model(model, R, W)
     step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
@@ -497,7 +498,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
             fed = start[:, None] + fed_offsets  # (R, 2 * bs): each row's own columns
             real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
             inputs = dict(positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
-                          attn_mask=attention_mask(fed, columns, segments=model.segments(columns), real_keys=real),
+                          attn_mask=attention_mask(fed, columns, segments=segments, real_keys=real),
                           write_at=fed)  # the mask (R, 1, 2 * bs, W), over the whole cache
             block_columns = fed[:, bs:]  # (R, bs)
             writes = (block_columns >= first_new[:, None]) & (block_columns < after_last[:, None])
