@@ -59,14 +59,13 @@ from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
-# continuous batching (block_causal models only; run when asked for by name) -> the block sampler's knob that says
-# how many rows it keeps in flight: the batch size
-IN_FLIGHT = {"block_refill_graphs": "refill_rows", "block_slots_graphs": "slots"}
+# continuous batching (block_causal models only; run when asked for by name): the block sampler with slots = the
+# batch size, each row at its own block, one call for all the prompts
+CONTINUOUS = ("block_slots_graphs",)
 LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block, no cache",
           "llada": "LLaDA vanilla", "ar": "autoregressive, KV cache",
           "block_graphs": "dLLM-Var block, cache, graphs", "llada_graphs": "LLaDA vanilla, graphs",
-          "ar_graphs": "autoregressive, cache, graphs", "block_refill_graphs": "dLLM-Var block, cache, graphs, refill",
-          "block_slots_graphs": "dLLM-Var block, cache, graphs, slots"}
+          "ar_graphs": "autoregressive, cache, graphs", "block_slots_graphs": "dLLM-Var block, cache, graphs, slots"}
 
 
 def fail(message: str):
@@ -90,9 +89,8 @@ def parse_args(argv=None):
                    "(default: all n_prompts)")
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS} and "
-                   f"{tuple(IN_FLIGHT)} (the block sampler refilling finished rows with waiting prompts at a block's end, or with each "
-                   "row at its own block: one call decodes every prompt, batch size rows at a time; a block_causal "
-                   "model only)")
+                   f"{CONTINUOUS} (the block sampler with each row at its own block: one call decodes every prompt, "
+                   "batch size rows at a time; a block_causal model only)")
     p.add_argument("--block_size", type=int, default=knobs("block")["block_size"])
     p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each; the "
                    "first is the reference the others' accuracy is compared with")
@@ -123,9 +121,9 @@ def parse_args(argv=None):
     except ValueError:
         p.error(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}")
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    unknown = set(args.samplers) - set(SAMPLERS) - set(IN_FLIGHT)
+    unknown = set(args.samplers) - set(SAMPLERS) - set(CONTINUOUS)
     if unknown:
-        p.error(f"unknown sampler(s) {sorted(unknown)}; choose from {SAMPLERS + tuple(IN_FLIGHT)}")
+        p.error(f"unknown sampler(s) {sorted(unknown)}; choose from {SAMPLERS + CONTINUOUS}")
     if not args.ar_init_from and {"ar", "ar_graphs"} & set(args.samplers):
         args.samplers = [s for s in args.samplers if not s.startswith("ar")]
         print("no --ar_init_from: skipping the autoregressive baseline")
@@ -176,16 +174,16 @@ def load(path, device, max_seq_len, dtype, autocast_weights):
     return model if autocast_weights else inference_weights(model, device, dtype), info
 
 
-def run_sampler(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
-    """One call of sampler `name` on a batch (the block samplers at `threshold`; those of IN_FLIGHT on all the
-    prompts, refill_rows at a time); a warm-up call generates only a little."""
+def run_sampler(name, model, prompts, args, threshold=None, warmup=False, slots=None):
+    """One call of sampler `name` on a batch (the block samplers at `threshold`; those of CONTINUOUS on all the
+    prompts, in `slots` rows); a warm-up call generates only a little."""
     g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
     common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
-        in_flight = {IN_FLIGHT[name]: refill_rows} if name in IN_FLIGHT else {}
+        continuous = dict(slots=slots) if name in CONTINUOUS else {}
         return generate("block", model, prompts, block_size=args.block_size, threshold=threshold, max_new_tokens=n,
-                        cache=name != "block_nocache", **in_flight, **common)
+                        cache=name != "block_nocache", **continuous, **common)
     if name.startswith("llada"):
         blocks = args.llada_gen_length // args.llada_block_length  # a warm-up decodes the first block only
         return generate("llada", model, prompts, block_length=args.llada_block_length,
@@ -201,25 +199,25 @@ def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
     those batches took. It is a function so that the caller can save the timed row first: profiling a slow
     sampler takes longer than timing it."""
     prompts = [p for p, _ in pairs]
-    refill_rows = batch_size if name in IN_FLIGHT else None
+    slots = batch_size if name in CONTINUOUS else None
     # with a block_causal model, the samplers other than the block sampler decode each row as if alone only among
     # prompts of equal length modulo its block (sampler.batches): their batches may be smaller
-    rows = [list(range(len(prompts)))] if refill_rows else \
-        batches(model, prompts, batch_size, block_aligned=name.startswith("block"))  # refill: one call of all
-    if not refill_rows and len(pairs) < batch_size:  # too few prompts for one full batch: repeat each batch's
+    rows = [list(range(len(prompts)))] if slots else \
+        batches(model, prompts, batch_size, block_aligned=name.startswith("block"))  # slots: one call of all
+    if not slots and len(pairs) < batch_size:  # too few prompts for one full batch: repeat each batch's
         # own up to batch_size, so that a pass carries batch_size rows even where prompts fall into several batches
         rows = [(r * math.ceil(batch_size / len(r)))[:batch_size] for r in rows]
     batched = [[prompts[i] for i in r] for r in rows]
 
     def call(batch):  # end to end: the sampler's own timer leaves out its set-up (the canvas, the KV cache)
         with Timer(device) as timer:
-            out, stats = run_sampler(name, model, batch, args, threshold, refill_rows=refill_rows)
+            out, stats = run_sampler(name, model, batch, args, threshold, slots=slots)
         return out, dataclasses.replace(stats, seconds=timer.seconds)
     decode = lambda some: [call(b) for b in some]
     graphed = name.endswith("_graphs")
     with autocast(device, dtype):
         for b in batched if graphed else batched[:1]:  # graphs: record every shape the timed calls will replay
-            run_sampler(name, model, b, args, threshold, warmup=not graphed, refill_rows=refill_rows)
+            run_sampler(name, model, b, args, threshold, warmup=not graphed, slots=slots)
         results = decode(batched)
         stats = GenerationStats.combine([s for _, s in results])
 
@@ -390,9 +388,9 @@ def main(argv=None):
     if diffusion.config.attention == "causal":
         fail(f"{args.init_from} is a causal model; --init_from takes the diffusion model (and --ar_init_from the "
              f"causal one)")
-    continuous = [s for s in args.samplers if s in IN_FLIGHT]
+    continuous = [s for s in args.samplers if s in CONTINUOUS]
     if continuous and diffusion.config.attention != "block_causal":
-        fail(f"{continuous[0]} refills rows with an exact KV cache, which needs a block_causal model; "
+        fail(f"{continuous[0]} decodes rows at their own blocks with an exact KV cache, which needs a block_causal model; "
              f"{args.init_from} is {diffusion.config.attention}")
     ar = None  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:

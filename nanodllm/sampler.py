@@ -32,7 +32,6 @@ Read it top to bottom: the pieces every sampler is made of (sampling a token, LL
 commit rules, the canvas), then one function per sampler, then `generate`, then the checks of the caller's input.
 """
 
-import functools
 import inspect
 import itertools
 from dataclasses import dataclass, field
@@ -172,15 +171,10 @@ def padding(lengths, block: int = 1) -> list[int]:
     return [(max(whole_blocks) - q) * block for q in whole_blocks]
 
 
-def per_row(n_new, rows: int) -> list[int]:
-    """How many tokens each of `rows` rows may write: n_new for all (an int), or n_new's own per row (a list)."""
-    return [n_new] * rows if isinstance(n_new, int) else list(n_new)
-
-
-def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1):
-    """The prompts checked, left-padded (left_pad) and each followed by n_new `fill_id` tokens (an int, or a list
-    of one per row), with the key mask and per-row positions that make every row compute as if it were alone ->
-    (x (B, W), starts, key_mask, positions).
+def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: int = 1):
+    """The prompts checked, left-padded (left_pad) and each followed by n_new `fill_id` tokens, with the key mask
+    and per-row positions that make every row compute as if it were alone -> (x (B, W), starts, key_mask,
+    positions).
 
     starts[r] is row r's first generated column: the same for every row with block=1; with block > 1 each row's
     n_new columns follow its own prompt, and the columns after them, up to the canvas's width, are padding.
@@ -191,19 +185,17 @@ def make_canvas(model, prompts, n_new, fill_id: int, caller: str, block: int = 1
     _check_prompts(prompts, cfg, caller)
     rows, n_pad = left_pad(prompts, cfg.pad_id, block)
     starts = [len(r) for r in rows]
-    budgets = per_row(n_new, len(rows))
     # every row computes as if it were alone, on its own positions (below), so each row must fit the model, not
-    # the canvas: whole-block padding and a refilled batch's long and short rows make the canvas wider than any row
-    _check_length(max(s - pad + n for s, pad, n in zip(starts, n_pad, budgets)), cfg, caller)
-    W = max(s + n for s, n in zip(starts, budgets))
+    # the canvas: whole-block padding makes the canvas wider than its longest row by up to a block
+    _check_length(max(s - pad for s, pad in zip(starts, n_pad)) + n_new, cfg, caller)
+    W = max(starts) + n_new
     device = next(model.parameters()).device
-    x = torch.tensor([r + [fill_id] * n + [cfg.pad_id] * (W - len(r) - n) for r, n in zip(rows, budgets)],
-                     device=device)
-    if not any(n_pad) and len(set(starts)) == 1 and len(set(budgets)) == 1:
+    x = torch.tensor([r + [fill_id] * n_new + [cfg.pad_id] * (W - len(r) - n_new) for r in rows], device=device)
+    if not any(n_pad) and len(set(starts)) == 1:
         return x, starts, None, None
     columns = torch.arange(W, device=device)
     first_real = torch.tensor(n_pad, device=device)[:, None]  # (B, 1)
-    ends = torch.tensor(starts, device=device)[:, None] + torch.tensor(budgets, device=device)[:, None]  # (B, 1)
+    ends = torch.tensor(starts, device=device)[:, None] + n_new  # (B, 1)
     key_mask = (columns >= first_real) & (columns < ends)
     # padding takes a real neighbour's position (it is never attended to), so no position passes the row's last
     positions = (torch.minimum(columns, ends - 1) - first_real).clamp(min=0)  # (B, W)
@@ -276,8 +268,7 @@ def _llada_defaults(gen_length: int, steps, block_length):
 @sampling_mode
 def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, steps_per_block=None,
                              max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True,
-                             eos_frontier=False, cuda_graphs=False, refill_rows=None, slots=None, generator=None,
-                             trace=None):
+                             eos_frontier=False, cuda_graphs=False, slots=None, generator=None, trace=None):
     """dLLM-Var's sampler: decode blocks of block_size masks left to right until each row commits its EOS.
 
     Inside a block, each step is one forward pass and commits (above_threshold) every masked position whose
@@ -319,21 +310,13 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     test) is recorded into the same graph when decoding is greedy, so a step is one launch and one wait.
     Finished rows then stay in the batch, riding along uncounted: a replay cannot change its shape.
 
-    refill_rows=R (continuous batching; a block_causal model with the cache): the prompts, as many as there are,
-    are decoded R rows at a time, and a finished row's place goes to the next prompt at the next block boundary.
-    Why: a batch otherwise runs until its longest row has ended, and on the length suite only 4 of 16 rows were
-    still writing in an average pass. At the end of a block where a row has finished and prompts wait, the rows
-    still writing leave the batch with their complete blocks and come back, as longer prompts, in a new batch
-    with the waiting prompts (_refill). The new batch's first pass computes their keys and values again; with
-    block_causal attention nothing attends forward, so they are the ones the cache held, and every row gets the
-    tokens it gets alone. That first pass holds every prompt, so it is longer, but it is not an extra pass: it
-    takes the place of the one that would have cached the finished block.
-
-    slots=R (continuous batching without the wait; a block_causal model with the cache, threshold commits): R rows,
-    each decoding its own block. Why: in a batch, a row that has committed its block waits, pass after pass, for
-    the block's slowest row (refill_rows too: on the length suite, 17 passes per row at batch 16, where a row
-    alone takes 6). Here every pass feeds each row the block it is at, and a row moves on as soon as its block is
-    complete; a finished row's slot takes the next prompt after the pass (_decode_slots).
+    slots=R (continuous batching; a block_causal model with the cache, threshold commits): the prompts, as many as
+    there are, in R rows, each row decoding its own block. Why: in a batch, a row that has committed its block
+    waits, pass after pass, for the block's slowest row, and the batch runs until its longest row has ended. Here
+    every pass feeds each row the block it is at, a row moves on as soon as its block is complete, and a finished
+    row's slot takes the next prompt after the pass (_decode_slots). On the length suite's 500 held-out prompts
+    at R=16 (H200): 265 passes, where batches of 16 took 1655, and batches whose finished rows gave their place to
+    new prompts at each block's end 1094 (docs/speed.md).
 
     prompts: token-id lists (any lengths) or a (B, P) tensor. trace: called after every step with, per row, its
     generated tokens so far (mask id where still masked; the final output once finished).
@@ -341,41 +324,33 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     cfg = model.config
     _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, cuda_graphs)
     _check_sampling(temperature, top_k, top_p)
-    _check_in_flight("refill_rows", refill_rows, cfg, cache, trace)
-    _check_in_flight("slots", slots, cfg, cache, trace)
-    if slots is not None and (steps_per_block is not None or refill_rows is not None):
-        raise ValueError("slots commits by threshold, on its own: it does not go with steps_per_block or refill_rows")
+    _check_slots(slots, steps_per_block, cfg, cache, trace)
     commit = CommitBlock(mask_id=cfg.mask_id, eos_id=cfg.eos_id, threshold=threshold, eos_frontier=eos_frontier,
                          temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-    decode = functools.partial(_decode_blocks, model, block_size=decoding_block_size(model, block_size),
-                               steps_per_block=steps_per_block, cache=cache, cuda_graphs=cuda_graphs, commit=commit)
-    if slots is not None:
-        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit)
-    elif refill_rows is None:
-        done = decode(prompts, max_new_tokens, trace=trace)
+    if slots is None:
+        done = _decode_blocks(model, prompts, max_new_tokens, block_size=decoding_block_size(model, block_size),
+                              steps_per_block=steps_per_block, cache=cache, cuda_graphs=cuda_graphs, commit=commit,
+                              trace=trace)
     else:
-        done = _refill(decode, prompts, refill_rows, max_new_tokens)
+        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit)
     assert None not in done.out, "every row ends: by EOS or at max_new_tokens"
     return done.out, GenerationStats.of(done.out, cfg.eos_id, done.nfe, done.row_nfe, done.seconds)
 
 
 @dataclass
 class Decoded:
-    """What _decode_blocks did with a batch: out[i] is row i's completion, or None for a row that was still
-    writing when `pause` stopped the batch, whose tokens so far (whole blocks) are so_far[i]; the forward passes,
-    counted per pass and per row (GenerationStats), and the seconds of the decoding loop."""
+    """What _decode_blocks or _decode_slots did with the prompts: out[i] is prompt i's completion; the forward
+    passes, counted per pass and per row (GenerationStats), and the seconds of the decoding loop."""
     out: list
-    so_far: list
     nfe: int = 0
     row_nfe: int = 0
     seconds: float = 0.0
 
 
-def _decode_blocks(model, prompts, n_new, *, block_size, steps_per_block, cache, cuda_graphs, commit, trace=None,
-                   pause=None) -> Decoded:
-    """block_diffusion_generate's decoding of one batch, each row writing at most n_new tokens (an int, or one per
-    row), in blocks of block_size. pause(batch) is asked at the end of every block; when it says True the batch
-    stops there (_refill's continuous batching)."""
+def _decode_blocks(model, prompts, n_new: int, *, block_size, steps_per_block, cache, cuda_graphs, commit,
+                   trace) -> Decoded:
+    """block_diffusion_generate's decoding of one batch, each row writing at most n_new tokens, in blocks of
+    block_size that every row moves through together."""
     cfg = model.config
     block_causal = cfg.attention == "block_causal"  # decoded in the blocks it was trained on (recipes.two_stream)
     x, starts, key_mask, positions = make_canvas(model, prompts, n_new, cfg.mask_id, "block_diffusion_generate",
@@ -415,37 +390,9 @@ def _decode_blocks(model, prompts, n_new, *, block_size, steps_per_block, cache,
                     trace(batch.canvas(end))
                 if not batch.running or not block_open:
                     break
-            if not batch.running or (pause is not None and pause(batch)):
+            if not batch.running:
                 break
-    so_far = batch.canvas(end) if batch.running else [None] * len(batch.out)  # a paused batch's rows still writing
-    return Decoded(batch.out, so_far, nfe, row_nfe, timer.seconds)
-
-
-def _refill(decode, prompts, rows: int, max_new_tokens: int) -> Decoded:
-    """Continuous batching (block_diffusion_generate's refill_rows): decode(prompts, n_new, pause) batches of at
-    most `rows` rows. A batch stops at the end of the first block where one of its rows has finished while
-    prompts wait; its rows still writing come back in the next batch, each as its prompt followed by what it has
-    written, with what is left of its max_new_tokens, and the waiting prompts fill the rest of it. Every row's
-    positions stay those it has alone (make_canvas), however wide the mix of returning and new rows makes the
-    canvas."""
-    prompts = prompt_rows(prompts)
-    waiting = list(range(len(prompts)))  # the caller's rows not started yet, in order
-    written = {}  # caller row -> its tokens so far, for the rows that left a batch still writing
-    total = Decoded([None] * len(prompts), [])
-    while waiting or written:
-        batch = list(written) + waiting[:rows - len(written)]
-        waiting = waiting[rows - len(written):]
-        so_far = [written.pop(r, []) for r in batch]
-        part = decode([prompts[r] + w for r, w in zip(batch, so_far)], [max_new_tokens - len(w) for w in so_far],
-                      pause=lambda b: bool(waiting) and any(o is not None for o in b.out))
-        for r, w, out, more in zip(batch, so_far, part.out, part.so_far):
-            if out is None:
-                written[r] = w + more
-            else:
-                total.out[r] = w + out
-        total.nfe, total.row_nfe, total.seconds = (total.nfe + part.nfe, total.row_nfe + part.row_nfe,
-                                                   total.seconds + part.seconds)
-    return total
+    return Decoded(batch.out, nfe, row_nfe, timer.seconds)
 
 
 def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graphs: bool, commit) -> Decoded:
@@ -515,7 +462,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
                     new = bs + len(prompts[holds[j]])
                     out[holds[j]] = trim_at_eos(row[new:new + max_new_tokens], cfg.eos_id)
                     take_next(j)
-    return Decoded(out, [], nfe, row_nfe, timer.seconds)
+    return Decoded(out, nfe, row_nfe, timer.seconds)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -584,17 +531,16 @@ class DecodingBatch:
     """The rows a sampler is still writing, and what the finished ones wrote.
 
     x (B, W) is the canvas, key_mask and positions its padding (None without), kv the KV cache (or None);
-    starts[j] is batch row j's first generated column, and it writes n_new columns from there (make_canvas; an
-    int, or one per row).
+    starts[j] is batch row j's first generated column, and it writes n_new columns from there (make_canvas).
     rows[j] is the caller's row that batch row j holds; out[r] is caller row r's completion once it finished.
     A finished row leaves the batch: x, the masks and the cache lose it, so it costs nothing more. With
     keep_shape (CUDA graphs replay fixed shapes) it stays and rides along instead, its `rows` entry None; live
     (B,) bool marks the batch rows still running, for the GPU-side checks.
     """
 
-    def __init__(self, x, key_mask, positions, kv, keep_shape: bool, starts: list[int], n_new):
+    def __init__(self, x, key_mask, positions, kv, keep_shape: bool, starts: list[int], n_new: int):
         self.x, self.key_mask, self.positions, self.kv, self.keep_shape = x, key_mask, positions, kv, keep_shape
-        self.starts, self.n_new = starts, per_row(n_new, len(x))
+        self.starts, self.n_new = starts, n_new
         self.rows = list(range(len(x)))
         self.out = [None] * len(x)
         self.live = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -607,9 +553,8 @@ class DecodingBatch:
         """-> (writes (B, end - start) bool: which of the columns [start, end) each row writes, last (B,) bool:
         whether its last column is among them)."""
         first = torch.tensor(self.starts, device=self.x.device)[:, None]  # (B, 1)
-        after_last = first + torch.tensor(self.n_new, device=self.x.device)[:, None]  # (B, 1)
         columns = torch.arange(start, end, device=self.x.device)
-        return (columns >= first) & (columns < after_last), after_last[:, 0] <= end
+        return (columns >= first) & (columns < first + self.n_new), first[:, 0] + self.n_new <= end
 
     def finish(self, done, end: int, eos_id: int):
         """The rows marked in done (B,) bool are finished: what each wrote before column `end`, cut after its first
@@ -617,13 +562,12 @@ class DecodingBatch:
         done, canvas = done.tolist(), self.x[:, :end].tolist()
         for j, r in enumerate(self.rows):
             if done[j]:
-                self.out[r] = trim_at_eos(canvas[j][self.starts[j]:self.starts[j] + self.n_new[j]], eos_id)
+                self.out[r] = trim_at_eos(canvas[j][self.starts[j]:self.starts[j] + self.n_new], eos_id)
         if self.keep_shape:
             self.rows = [None if d else r for r, d in zip(self.rows, done)]
         else:
             keep = [j for j, d in enumerate(done) if not d]
             self.rows, self.starts = [self.rows[j] for j in keep], [self.starts[j] for j in keep]
-            self.n_new = [self.n_new[j] for j in keep]
             if not self.rows:
                 return
             keep = torch.tensor(keep, device=self.x.device)
@@ -641,7 +585,7 @@ class DecodingBatch:
         written = self.x[:, :end].tolist()
         for j, r in enumerate(self.rows):
             if r is not None:
-                canvas[r] = written[j][self.starts[j]:self.starts[j] + self.n_new[j]]
+                canvas[r] = written[j][self.starts[j]:self.starts[j] + self.n_new]
         return canvas
 
 
@@ -890,18 +834,20 @@ def _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, 
     _check_graphs(cache, cuda_graphs)
 
 
-def _check_in_flight(knob: str, rows, config, cache, trace):
-    """The continuous-batching knobs, refill_rows and slots: how many rows they keep in flight."""
-    if rows is None:
+def _check_slots(slots, steps_per_block, config, cache, trace):
+    """block_diffusion_generate's continuous batching: how many rows (slots) it keeps in flight."""
+    if slots is None:
         return
-    if rows < 1:
-        raise ValueError(f"{knob} must be >= 1, got {rows}")
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    if steps_per_block is not None:
+        raise ValueError("slots commits by threshold, each row on its own: it does not go with steps_per_block")
     if config.attention != "block_causal" or not cache:
-        raise ValueError(f"{knob} needs a block_causal model and cache=True: a row's finished blocks get their keys "
+        raise ValueError("slots needs a block_causal model and cache=True: a row's finished blocks get their keys "
                          "and values computed again, which gives the ones the cache held only when nothing attends "
                          f"forward (this model's attention is {config.attention!r})")
     if trace is not None:
-        raise ValueError(f"trace follows the rows of one batch: it does not go with {knob}")
+        raise ValueError("trace follows the rows of one batch: it does not go with slots")
 
 
 def _check_length_bound(max_length, steps):

@@ -22,16 +22,17 @@
 #              batch 1 for the others; no other sampler, no profile. On one H200 (2026-12-03): 343 s of training
 #              and 121 s of curve for seed 0; about 110 s and 80 s for each further seed (SEEDS=0,1,2 needs two
 #              calls: the second finds seed 0 on the warm machine)
-#   ls-refill  continuous batching at batch 16 on 500 held-out prompts, threshold 0.9: bench_sampler's
-#              block_refill_graphs (rows refilled at a block's end) and block_slots_graphs (each row at its own
-#              block), beside the block sampler's batches run to their ends, the AR model and the vanilla sampler
-#              (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if missing). On one H200
-#              (2026-12-03, 4f77648, without the slots): 340 s of training, then 66 s of benchmark
+#   ls-slots   continuous batching at batch 16 on 500 held-out prompts, threshold 0.9: bench_sampler's
+#              block_slots_graphs (16 rows, each at its own block) beside the block sampler's batches run to their
+#              ends, the AR model and the vanilla sampler (its 4 prompts, 16 rows per pass), on the seed-0 models
+#              (trained first if missing). On one H200 (2026-12-03, 0658b7d, as ls-refill with the since removed
+#              refill_rows beside it): 354 s of training, then 78 s of benchmark
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
 #              judged by ar-s0
 #   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile
+#   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers
 # Every part starts by running its study's training stages, which skip what is finished: on a warm machine that
 # has them (/root/ck outlives a call) it goes straight to its own work, on a fresh one it retrains first. Each
 # stage runs under a deadline ($DEADLINE seconds after the start, default 570), and whatever finished is written
@@ -47,7 +48,7 @@
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-refill|ls-shift|ts-study|ts-bench OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-slots OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -68,6 +69,8 @@ declare -A FLAGS=(
   [tinystories]="--data_source=$DATA --num_samples=300 --eval_flags=--judge=$STUDIES/tinystories/runs/ar-s0"
 )
 declare -A CAP=([lengthtask]=320 [tinystories]=512)
+# continuous batching at batch 16 (ls-slots, ts-slots): the slots beside batches run to their ends
+SLOTS_FLAGS="--batch_sizes=16 --thresholds=0.9 --samplers=block_graphs,block_slots_graphs,ar_graphs,llada_graphs"
 
 study() {  # dataset name recipes stages seeds [flags...]: study.py until the deadline; collects what it has
   local dataset=$1 name=$2 recipes=$3 stages=$4 seeds=$5
@@ -101,11 +104,10 @@ case $PART in
         $([ "$seed" = 0 ] || echo --batch_sizes=1)
     done
     ;;
-  ls-refill)  # continuous batching at batch 16 on the 500 prompts, against batches run to their ends, the AR
+  ls-slots)  # continuous batching at batch 16 on the 500 prompts, against batches run to their ends, the AR
     # model, and the vanilla sampler's batch 16 (4 prompts, 16 rows per pass)
     study lengthtask lengthtask ar,block_pad@ar base,finetune 0
-    bench lengthtask refill_lengthtask --n_prompts=500 --batch_sizes=16 --thresholds=0.9 \
-      --samplers=block_graphs,block_refill_graphs,block_slots_graphs,ar_graphs,llada_graphs
+    bench lengthtask slots_lengthtask $SLOTS_FLAGS --n_prompts=500
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0
@@ -119,6 +121,10 @@ case $PART in
   ts-bench)
     study tinystories tinystories ar,block_pad@ar base,finetune 0
     bench tinystories bench_tinystories
+    ;;
+  ts-slots)  # as ls-slots, on every validation story
+    study tinystories tinystories ar,block_pad@ar base,finetune 0
+    bench tinystories slots_tinystories $SLOTS_FLAGS --n_prompts=200
     ;;
   *) echo "error: unknown part '$PART'; $usage" >&2; exit 2 ;;
 esac

@@ -99,8 +99,8 @@ def test_a_negative_profile_batches_is_refused(capsys):
     (["--init_from", "AR"], "is a causal model; --init_from takes the diffusion model"),
     (["--ar_init_from", "DLLM_VAR"], "is a bidirectional model; pass the autoregressive"),
     (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
-    (["--samplers", "block_refill_graphs"], "block_refill_graphs refills rows with an exact KV cache, which needs a "
-                                             "block_causal model"),
+    (["--samplers", "block_slots_graphs"], "block_slots_graphs decodes rows at their own blocks with an exact KV "
+                                            "cache, which needs a block_causal model"),
 ])
 def test_a_command_that_cannot_run_says_what_to_do_in_one_line(checkpoints, tiny_data, tmp_path, capsys, flags,
                                                                message):
@@ -123,9 +123,9 @@ def test_graphed_samplers_record_every_batch_untimed_first(checkpoints, tiny_dat
     calls = []
     run = bench_sampler.run_sampler
 
-    def logged(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+    def logged(name, model, prompts, args, threshold=None, warmup=False, slots=None):
         calls.append((name, len(prompts), warmup))
-        return run(name, model, prompts, args, threshold, warmup, refill_rows)
+        return run(name, model, prompts, args, threshold, warmup, slots)
 
     monkeypatch.setattr(bench_sampler, "run_sampler", logged)
     bench_sampler.main(["--init_from", str(checkpoints / "dllm_var"), "--data_dir", str(tiny_data),
@@ -149,7 +149,7 @@ def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "ckpt", 1, build_model(cfg), config_to_dict(cfg), {})
     answers = {tuple(p): r for p, r in load_split(data, "val").prompt_pairs(3)}
     for cut, expected in ((0, 1.0), (1, 0.0)):
-        def write_references(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+        def write_references(name, model, prompts, args, threshold=None, warmup=False, slots=None):
             out = [answers[tuple(p)][cut:] + [EOS_ID] for p in prompts]
             return out, GenerationStats.of(out, EOS_ID, nfe=1, row_nfe=len(out), seconds=0.01)
         monkeypatch.setattr(bench_sampler, "run_sampler", write_references)
@@ -177,7 +177,7 @@ def test_a_lower_threshold_is_scored_against_the_first_on_the_same_prompts(tmp_p
     answers = {tuple(p): r for p, r in pairs}
     wrong_at_low = tuple(pairs[0][0])
 
-    def answer(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+    def answer(name, model, prompts, args, threshold=None, warmup=False, slots=None):
         out = [answers[tuple(p)][threshold < 0.9 and tuple(p) == wrong_at_low:] + [EOS_ID] for p in prompts]
         return out, GenerationStats.of(out, EOS_ID, nfe=1, row_nfe=len(out), seconds=0.01)
     monkeypatch.setattr(bench_sampler, "run_sampler", answer)
@@ -244,7 +244,7 @@ def test_a_call_is_timed_end_to_end_not_by_the_samplers_own_timer(checkpoints, t
 
     from nanodllm.sampler_stats import GenerationStats
 
-    def slow_set_up(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+    def slow_set_up(name, model, prompts, args, threshold=None, warmup=False, slots=None):
         clock.sleep(0.05)  # building the canvas, say: outside the sampler's own timer
         out = [[1, 2, EOS] for _ in prompts]
         return out, GenerationStats.of(out, EOS, nfe=1, row_nfe=len(out), seconds=0.001)
@@ -321,7 +321,7 @@ def test_too_few_prompts_are_repeated_within_each_batch_so_every_batch_is_full(m
     a batch of its own. Each prompt's completion comes back once, in the pairs' order."""
     calls = []
 
-    def fake(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+    def fake(name, model, prompts, args, threshold=None, warmup=False, slots=None):
         calls.append([len(p) for p in prompts])
         out = [[len(p)] for p in prompts]
         return out, GenerationStats.of(out, 0, 1, len(out), 1.0)
@@ -343,7 +343,7 @@ def test_a_block_causal_model_is_benchmarked_in_the_batches_eval_eos_uses(monkey
     modulo the block. The completions come back in the pairs' order."""
     calls = []
 
-    def fake(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
+    def fake(name, model, prompts, args, threshold=None, warmup=False, slots=None):
         calls.append([len(p) % 8 for p in prompts])
         out = [[len(p)] for p in prompts]
         return out, GenerationStats.of(out, 0, 1, len(out), 1.0)
@@ -359,19 +359,19 @@ def test_a_block_causal_model_is_benchmarked_in_the_batches_eval_eos_uses(monkey
     assert completions == [[3], [1], [9], [11], [2]]
 
 
-def test_refill_decodes_every_prompt_in_one_call_batch_size_rows_at_a_time(monkeypatch):
-    """block_refill_graphs: one call per run (recorded untimed first, as every graphed sampler), all the prompts
-    in it whatever their lengths, refill_rows = the batch size; the completions come back in the pairs' order."""
+def test_slots_decode_every_prompt_in_one_call_batch_size_rows_at_a_time(monkeypatch):
+    """block_slots_graphs: one call per run (recorded untimed first, as every graphed sampler), all the prompts
+    in it whatever their lengths, slots = the batch size; the completions come back in the pairs' order."""
     calls = []
 
-    def fake(name, model, prompts, args, threshold=None, warmup=False, refill_rows=None):
-        calls.append((len(prompts), refill_rows, warmup))
+    def fake(name, model, prompts, args, threshold=None, warmup=False, slots=None):
+        calls.append((len(prompts), slots, warmup))
         out = [[len(p)] for p in prompts]
         return out, GenerationStats.of(out, 0, 1, len(out), 1.0)
 
     monkeypatch.setattr(bench_sampler, "run_sampler", fake)
     pairs = [(list(range(n)), [1]) for n in (3, 1, 9, 11, 2)]
-    _, completions, _, _, _ = bench_sampler.bench("block_refill_graphs", tiny_model(attention="block_causal"),
+    _, completions, _, _, _ = bench_sampler.bench("block_slots_graphs", tiny_model(attention="block_causal"),
                                                   pairs, 4, SimpleNamespace(profile=False), torch.device("cpu"),
                                                   "float32")
     assert calls == [(5, 4, False), (5, 4, False)]

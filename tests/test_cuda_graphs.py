@@ -57,18 +57,6 @@ def test_block_sampler_fixed_shapes_same_tokens(attention, output_shift, seed, k
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_refill_replays_give_the_eager_tokens(device):
-    """Continuous batching (refill_rows) with fixed shapes: every new batch, its rows back from the last one
-    beside new prompts, gets passes of its own shapes, recorded and replayed on a GPU. They give the eager run's
-    tokens and pass counts."""
-    model = model_on(device, "block_causal")
-    wrap_forward(model, eos_at_12)
-    stats = check_same(run_both(block_diffusion_generate, model, block_size=8, threshold=0.3, max_new_tokens=30,
-                                refill_rows=2))
-    assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1  # rows did stop, at different places
-
-
-@pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_slots_replay_one_graph_with_the_eager_tokens(device):
     """slots: every pass has one shape (each slot's two blocks over the whole cache, the columns per row), so one
     recording serves the whole call; its replays give the eager run's tokens and pass counts."""

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanodllm import sampler as sampler_module
 from nanodllm.model import ModelConfig, Transformer
 from nanodllm.sampler import (SAMPLERS, autoregressive_generate, batches, block_diffusion_generate, block_offset,
                               decoding_block_size, generate, knobs, knobs_from_flags, left_pad, length_bound_generate,
@@ -149,50 +148,6 @@ def eos_every(period: int):
     return edit
 
 
-@pytest.mark.parametrize("kwargs", [dict(threshold=0.3), dict(threshold=0.3, cuda_graphs=True),
-                                    dict(steps_per_block=3), dict(threshold=0.3, output_shift=True)])
-def test_refill_writes_what_each_prompt_writes_alone_in_fewer_passes(kwargs, monkeypatch):
-    """Continuous batching: 12 prompts of 1 to 12 tokens, at most 3 rows at a time, blocks of 8. Rows stop at
-    different points (an EOS at position 19, or the cap of 14 tokens), finished rows give their place to waiting
-    prompts at a block's end, and the rows still writing come back as prompt + written blocks. Every prompt must
-    get the tokens it gets alone, and the run takes fewer passes than batches of 3 decoded to their ends
-    (cuda_graphs on the CPU: the fixed-shape passes)."""
-    kwargs = dict(kwargs)
-    model = tiny_model("block_causal", output_shift=kwargs.pop("output_shift", False))
-    wrap_forward(model, eos_every(19))
-    prompts = [list(range(1, n + 1)) for n in range(1, 13)]
-    knobs = dict(max_new_tokens=14, **kwargs)
-    batches_fed = []
-    decode = sampler_module._decode_blocks
-    monkeypatch.setattr(sampler_module, "_decode_blocks", lambda model, prompts, n_new, **kw:
-                        batches_fed.append(prompts) or decode(model, prompts, n_new, **kw))
-    refilled, stats = block_diffusion_generate(model, prompts, refill_rows=3, **knobs)
-    assert max(len(p) for batch in batches_fed for p in batch) > 12  # a row came back with what it had written
-    alone = [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
-    assert refilled == alone
-    assert 0 < sum(stats.finished) < len(prompts)  # some rows end by EOS, some at the cap
-    assert_clean(refilled, stats)
-    batches_of_3 = [block_diffusion_generate(model, prompts[i:i + 3], **knobs)[1] for i in range(0, 12, 3)]
-    assert stats.nfe < sum(s.nfe for s in batches_of_3)
-
-
-def test_refill_decodes_rows_that_fit_the_model_on_a_canvas_that_does_not(monkeypatch):
-    """A row that comes back with 40-odd tokens written shares a batch with a new prompt that may write 236:
-    a canvas wider than max_seq_len (256), though every row fits. Each row still writes what it writes alone."""
-    model = tiny_model("block_causal")
-    wrap_forward(model, eos_every(60))  # the 20-token prompt ends first, the 5-token one is then still writing
-    prompts = [list(range(1, 6)), list(range(1, 21)), [3] * 5]
-    knobs = dict(threshold=0.3, max_new_tokens=256 - 20)
-    widths = []
-    decode = sampler_module._decode_blocks
-    monkeypatch.setattr(sampler_module, "_decode_blocks", lambda model, prompts, n_new, **kw:
-                        widths.append(max(map(len, prompts)) + max(sampler_module.per_row(n_new, len(prompts)))) or
-                        decode(model, prompts, n_new, **kw))
-    refilled, _ = block_diffusion_generate(model, prompts, refill_rows=2, **knobs)
-    assert len(widths) > 1 and max(widths) > 256
-    assert refilled == [block_diffusion_generate(model, [p], **knobs)[0][0] for p in prompts]
-
-
 @pytest.mark.parametrize("kwargs", [{}, dict(cuda_graphs=True), dict(output_shift=True), dict(eos_frontier=True)])
 def test_slots_write_what_each_prompt_writes_alone(kwargs):
     """slots: 12 prompts of 1 to 12 tokens in 3 slots, blocks of 8, each row at its own block; rows stop at an
@@ -223,8 +178,9 @@ def paced(block: int):
 
 
 def test_slots_let_no_row_wait_for_another():
-    """24 prompts of 1 to 19 tokens, 8 rows in flight, paced: in a batch (refill_rows too) a row that has written
-    its block waits for the slowest row's; in slots it moves on. The same tokens as alone, in fewer passes."""
+    """24 prompts of 1 to 19 tokens, 8 rows in flight, paced: in a batch a row that has written its block waits
+    for the slowest row's, and the batch for its longest row; in slots a row moves on, and a finished row's slot
+    takes the next prompt. The same tokens as alone, in fewer passes than batches of 8."""
     model = tiny_model("block_causal", sharpen=3.0)
     wrap_forward(model, paced(8))
     rng = random.Random(0)
@@ -233,15 +189,15 @@ def test_slots_let_no_row_wait_for_another():
     out, stats = block_diffusion_generate(model, prompts, slots=8, **knobs)
     alone = [block_diffusion_generate(model, [p], **knobs) for p in prompts]
     assert out == [o[0] for o, _ in alone]
-    refilled = block_diffusion_generate(model, prompts, refill_rows=8, **knobs)[1]
-    assert stats.nfe < 0.7 * refilled.nfe
+    batches_of_8 = [block_diffusion_generate(model, prompts[i:i + 8], **knobs)[1] for i in range(0, 24, 8)]
+    assert stats.nfe < 0.7 * sum(s.nfe for s in batches_of_8)
     assert stats.row_nfe < sum(s.nfe for _, s in alone) + len(prompts) * 3  # + at most 3 prompt blocks each
 
 
 def test_slots_need_an_exact_cache_and_threshold_commits():
     model = tiny_model("block_causal")
     for bad, message in [(dict(slots=0), "slots must be >= 1"), (dict(slots=2, cache=False), "block_causal model"),
-                         (dict(slots=2, steps_per_block=2), "threshold"), (dict(slots=2, refill_rows=2), "threshold"),
+                         (dict(slots=2, steps_per_block=2), "threshold"),
                          (dict(slots=2, trace=print), "trace")]:
         with pytest.raises(ValueError, match=message):
             block_diffusion_generate(model, PROMPTS, **bad)
@@ -249,23 +205,6 @@ def test_slots_need_an_exact_cache_and_threshold_commits():
         block_diffusion_generate(tiny_model("bidirectional"), PROMPTS, slots=2)
     with pytest.raises(ValueError, match="max_seq_len"):
         block_diffusion_generate(model, PROMPTS, slots=2, max_new_tokens=250)
-
-
-def test_refill_keeps_at_most_its_rows_in_flight_and_needs_an_exact_cache():
-    model = tiny_model("block_causal")
-    log = wrap_forward(model, eos_every(7))
-    prompts = [[1 + i] * (1 + i % 5) for i in range(9)]
-    out, stats = block_diffusion_generate(model, prompts, threshold=0.3, max_new_tokens=20, refill_rows=4)
-    rows = [shape[0] for _, shape in log]
-    assert max(rows) == 4 and stats.row_nfe == sum(rows) and len(out) == 9
-    with pytest.raises(ValueError, match="block_causal model and cache=True"):
-        block_diffusion_generate(tiny_model("bidirectional"), prompts, refill_rows=4)
-    with pytest.raises(ValueError, match="block_causal model and cache=True"):
-        block_diffusion_generate(model, prompts, refill_rows=4, cache=False)
-    with pytest.raises(ValueError, match="refill_rows must be >= 1"):
-        block_diffusion_generate(model, prompts, refill_rows=0)
-    with pytest.raises(ValueError, match="non-empty list of token-id lists"):
-        block_diffusion_generate(model, [], refill_rows=4)
 
 
 def test_block_causal_model_decodes_in_the_blocks_it_was_trained_on():
@@ -683,8 +622,7 @@ DEFAULTS = {
     "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
                   cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
-                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, refill_rows=None,
-                  slots=None),
+                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, slots=None),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
 }
