@@ -1,0 +1,50 @@
+"""How long the KV cache's column writes take on the GPU: index_copy_ (one list of columns for every row, what a
+batch's passes write) against scatter_ (each row's own columns, what the block sampler's slots write), at the
+gpt2 preset's cache shape (12 layers x k and v = 24 writes per pass, 12 heads of 64, bf16). The writes are
+recorded in a CUDA graph and replayed, as the samplers run them, so launch overhead is left out.
+
+    python scripts/bench_kv_write.py     # needs CUDA
+"""
+import torch
+
+LAYERS, HEADS, HEAD_DIM = 12, 12, 64
+
+
+def time_per_pass(write, passes_per_graph=10, replays=100) -> float:
+    """Microseconds of GPU time per pass of `write` (recorded passes_per_graph times in one graph)."""
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # warm up off the default stream, as graph capture requires
+        for _ in range(3):
+            write()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(passes_per_graph):
+            write()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / (replays * passes_per_graph)
+
+
+def main():
+    for rows, columns, max_len in [(1, 32, 352), (16, 32, 352), (16, 64, 384), (16, 32, 544)]:
+        caches = [torch.zeros(rows, HEADS, max_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+                  for _ in range(2 * LAYERS)]
+        new = torch.randn(rows, HEADS, columns, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+        at = torch.arange(64, 64 + columns, device="cuda")  # (T,)
+        at_per_row = at.expand(rows, columns).contiguous()[:, None, :, None].expand_as(new)  # (B, K, T, D)
+        shared = time_per_pass(lambda: [c.index_copy_(2, at, new) for c in caches])
+        per_row = time_per_pass(lambda: [c.scatter_(2, at_per_row, new) for c in caches])
+        print(f"rows {rows:2d}, {columns} columns, cache {max_len}: index_copy_ {shared:6.1f} us, "
+              f"scatter_ {per_row:6.1f} us per pass")
+
+
+if __name__ == "__main__":
+    if not torch.cuda.is_available():
+        raise SystemExit("error: scripts/bench_kv_write.py times GPU kernels and needs CUDA")
+    main()
