@@ -406,8 +406,9 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     same values, until the row moves on: with block_causal attention no column sees a later one). The pass
     commits the row's block (CommitBlock); a row whose block is then complete moves to the next one, on the GPU.
     A prompt's own blocks hold no mask: a new row walks through them, one pass each, which puts them in the cache,
-    so there is no prefill and every pass has one shape (one CUDA graph). A finished row's output is read after
-    the pass and its slot takes the next prompt: the one GPU sync per pass is the test whether any row is done."""
+    so there is no prefill and every pass has one shape (one CUDA graph). After a pass, the test whether any row
+    is done is the pass's one GPU sync; when some are, one copy back reads their outputs and one copy to the GPU
+    puts the next prompts in their slots (take_next)."""
     cfg = model.config
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
@@ -423,16 +424,23 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     waiting = iter(range(len(prompts)))
     out = [None] * len(prompts)
 
-    def take_next(j: int):  # slot j takes the next waiting prompt, if there is one
-        i = holds[j] = next(waiting, None)
-        if i is not None:
-            p = prompts[i]
-            x[j] = torch.tensor([cfg.pad_id] * bs + p + [cfg.mask_id] * max_new_tokens
-                                + [cfg.pad_id] * (W - bs - len(p) - max_new_tokens), device=device)
-            first_new[j], start[j], live[j] = bs + len(p), bs, True
+    def take_next(free: list[int]):
+        """The free slots take the next waiting prompts, as many as there are. One copy to the GPU carries every
+        new row with its slot and first generated column: a copy from the host waits for the GPU to finish its
+        queued work, and one per slot and value made it wait about 4 times per new prompt."""
+        new = []  # per new row: its slot, its first generated column, then its W tokens
+        for j in free:
+            i = holds[j] = next(waiting, None)
+            if i is not None:
+                p = prompts[i]
+                new.append([j, bs + len(p)] + [cfg.pad_id] * bs + p + [cfg.mask_id] * max_new_tokens
+                           + [cfg.pad_id] * (W - bs - len(p) - max_new_tokens))
+        if new:
+            new = torch.tensor(new, device=device)  # (n, 2 + W)
+            slot = new[:, 0]
+            x[slot], first_new[slot], start[slot], live[slot] = new[:, 2:], new[:, 1], bs, True
 
-    for j in range(R):
-        take_next(j)
+    take_next(list(range(R)))
     columns = torch.arange(W, device=device)
     segments = model.segments(columns)  # the model's blocks, counted from the padding block
     fed_offsets = torch.arange(2 * bs, device=device) - bs  # the block before a row's block, then its block
@@ -457,11 +465,12 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
             live &= ~done
             nfe, row_nfe = nfe + 1, row_nfe + sum(h is not None for h in holds)
             if stop_flags[0].item():  # the pass's one sync: has a row finished?
-                finished = done.nonzero()[:, 0].tolist()
-                for j, row in zip(finished, x[finished].tolist()):
-                    new = bs + len(prompts[holds[j]])
-                    out[holds[j]] = trim_at_eos(row[new:new + max_new_tokens], cfg.eos_id)
-                    take_next(j)
+                rows = torch.cat([done[:, None], x], dim=1).tolist()  # one copy back: each row's done, its canvas
+                finished = [j for j, row in enumerate(rows) if row[0]]
+                for j in finished:
+                    canvas, new = rows[j][1:], bs + len(prompts[holds[j]])
+                    out[holds[j]] = trim_at_eos(canvas[new:new + max_new_tokens], cfg.eos_id)
+                take_next(finished)
     return Decoded(out, nfe, row_nfe, timer.seconds)
 
 
