@@ -390,8 +390,8 @@ def main(argv=None):
              f"causal one)")
     continuous = [s for s in args.samplers if s in CONTINUOUS]
     if continuous and diffusion.config.attention != "block_causal":
-        fail(f"{continuous[0]} decodes rows at their own blocks with an exact KV cache, which needs a block_causal model; "
-             f"{args.init_from} is {diffusion.config.attention}")
+        fail(f"{continuous[0]} decodes rows at their own blocks with an exact KV cache, which needs a block_causal "
+             f"model; {args.init_from} is {diffusion.config.attention}")
     ar = None  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:
         ar, _ = load(args.ar_init_from, device, needed, dtype, args.autocast_weights)
