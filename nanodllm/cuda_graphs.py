@@ -25,11 +25,18 @@ sampler waits for the stop test before it can start the next pass, the GPU idles
 DecodingStep as `then` (a function of the logits and a few tensors, with no GPU sync in it), they are recorded
 into the pass's graph: a step is then one replay and one wait (gpt-fast's whole compiled decode step, by hand).
 
-DecodingStep is what the samplers call at every step: it builds the pass's inputs, eager or fixed-shape, with
-the model's one mask builder (model.attention_mask). GraphedForward records and replays. On the CPU there are no
-graphs: the same fixed-shape passes run eagerly, giving the same tokens with no speed-up. The CPU tests check
-the fixed-shape inputs that way; the CUDA test checks the replays.
+The last step is to record the pass's inputs too. A sampler whose whole state lives on the GPU and is updated
+in place by each step (the block sampler's slots: every row at its own block) builds each pass's inputs from that
+state with a few dozen more small kernels; GraphedForward.loop records the step entire, inputs, pass and state
+update, as one graph over the state tensors themselves, so that a step is one replay with nothing copied in.
+
+DecodingStep is what the other samplers call at every step: it builds the pass's inputs, eager or fixed-shape,
+with the model's one mask builder (model.attention_mask). GraphedForward records and replays. On the CPU there
+are no graphs: the same fixed-shape passes run eagerly, giving the same tokens with no speed-up. The CPU tests
+check the fixed-shape inputs that way; the CUDA test checks the replays.
 """
+
+from collections.abc import Callable
 
 import torch
 
@@ -155,6 +162,7 @@ class GraphedForward:
         self.model, self.kv_cache = model, kv_cache
         self.record = next(model.parameters()).is_cuda
         self.graphs = {}  # input shapes -> (input buffers, output, graph)
+        self.loops = {}  # a loop's key and state shapes -> (its state, output, graph) (loop)
         self.pool = torch.cuda.graph_pool_handle() if self.record else None  # memory shared by our graphs
 
     def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None, then=None, state=None):
@@ -176,9 +184,7 @@ class GraphedForward:
         """One recording per: where the logits are read (a tuple of slices, fixed per block), what is recorded
         after the forward (`then`, by its settings), the autocast dtype, and every input's shape and dtype (an
         input that is None was None at the recording too)."""
-        autocast = torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda")
-        return (repr(logits_at), then, autocast) + tuple((name, tuple(t.shape), t.dtype)
-                                                          for name, t in inputs.items() if t is not None)
+        return (repr(logits_at), then, autocast_dtype()) + shapes(inputs)
 
     def _forward(self, inputs, logits_at, then=None):
         logits = self.model(inputs["idx"], positions=inputs["positions"], attn_mask=inputs["attn_mask"],
@@ -189,19 +195,63 @@ class GraphedForward:
 
     def _record(self, inputs, logits_at, then=None):
         buffers = {name: None if t is None else t.clone() for name, t in inputs.items()}
-        # Autocast keeps low-precision copies of the weights in a cache that is emptied when the caller's autocast
-        # region ends; a graph that recorded reads of those copies would replay reads of freed memory. Recording
-        # with the cache off puts the casts inside the graph instead.
-        with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
-                            enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
-            # One eager run on a side stream first, so that lazy set-up work (cuBLAS workspaces, kernel
-            # selection) happens outside the recording. It writes the same cache columns the replay will.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._forward(buffers, logits_at, then)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                output = self._forward(buffers, logits_at, then)
+        graph, output = record(lambda **b: self._forward(b, logits_at, then), buffers, self.pool)
         return buffers, output, graph
+
+    def loop(self, step, state: dict, key) -> tuple[dict, Callable]:
+        """For a decoding loop whose whole state lives on the GPU, in `state`'s tensors, which step(**state)
+        updates in place and whose output tells the host what happened (the block sampler's slots: each row's
+        canvas, block and liveness). Recorded once per key (with the state's shapes) as one graph over the state
+        tensors themselves: a replay reads and writes them, nothing is copied in or out, and a step is one
+        launch. -> (state, run): the tensors to decode with, and run(), a replay -> step's output (the graph's
+        memory: read it before the next run). The first call records with the caller's tensors; a later call
+        with the same key gets those back, holding its values (as its KV cache adopts the recorded buffers).
+        key: what step depends on besides the state's shapes (its settings). On the CPU: eager, the same steps."""
+        if not self.record:
+            return state, lambda: step(**state)
+        key = (key, autocast_dtype()) + shapes(state)
+        if key in self.loops:
+            recorded, output, graph = self.loops[key]
+            for name, t in state.items():
+                recorded[name].copy_(t)
+        else:
+            graph, output = record(step, state, self.pool)
+            recorded = state
+            self.loops[key] = recorded, output, graph
+
+        def run():
+            graph.replay()
+            return output
+        return recorded, run
+
+
+def autocast_dtype():
+    """The dtype the caller's autocast computes in, or None: a recording's casts are frozen into it."""
+    return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+
+
+def shapes(tensors: dict) -> tuple:
+    """Each tensor's name, shape and dtype (a None tensor is left out: it was None at the recording too)."""
+    return tuple((name, tuple(t.shape), t.dtype) for name, t in tensors.items() if t is not None)
+
+
+def record(fn, tensors: dict, pool=None):
+    """fn(**tensors) recorded as a CUDA graph that reads and writes these very tensors -> (graph, its output).
+    A replay runs the recorded kernels on whatever the tensors then hold."""
+    # Autocast keeps low-precision copies of the weights in a cache that is emptied when the caller's autocast
+    # region ends; a graph that recorded reads of those copies would replay reads of freed memory. Recording
+    # with the cache off puts the casts inside the graph instead.
+    with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
+                        cache_enabled=False):
+        # One eager run on a side stream first, so that lazy set-up work (cuBLAS workspaces, kernel selection)
+        # happens outside the recording. It runs on copies, since fn may update its tensors in place (a loop's
+        # step); what it writes elsewhere (the KV cache's columns) the replay writes again, to the same values.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn(**{name: None if t is None else t.clone() for name, t in tensors.items()})
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            output = fn(**tensors)
+    return graph, output

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nanodllm.cuda_graphs import DecodingStep
+from nanodllm.cuda_graphs import DecodingStep, recordings
 from nanodllm.metrics import predicted_eos_position
 from nanodllm.model import KVCache, attention_mask
 from nanodllm.sampler_stats import GenerationStats, Timer, sampling_mode
@@ -404,11 +404,13 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     its block, writing their keys and values at the row's own columns of the KV cache (write_at (R, 2 blocks)):
     the earlier block's are thereby computed with its final tokens right after it is complete (and again, to the
     same values, until the row moves on: with block_causal attention no column sees a later one). The pass
-    commits the row's block (CommitBlock); a row whose block is then complete moves to the next one, on the GPU.
+    commits the row's block (CommitBlock); a row whose block is then complete moves to the next one.
     A prompt's own blocks hold no mask: a new row walks through them, one pass each, which puts them in the cache,
-    so there is no prefill and every pass has one shape (one CUDA graph). After a pass, the test whether any row
-    is done is the pass's one GPU sync; when some are, one copy back reads their outputs and one copy to the GPU
-    puts the next prompts in their slots (take_next)."""
+    so there is no prefill and every pass has one shape. The whole state (canvas, blocks, live rows) lives on the
+    GPU and a pass (slot_pass) updates it in place, so with CUDA graphs the pass, its inputs and its bookkeeping
+    are one recorded graph (GraphedForward.loop): a pass is one replay. After it, the test whether any row is done
+    is the pass's one GPU sync; when some are, one copy back reads their outputs and one copy to the GPU puts the
+    next prompts in their slots (take_next)."""
     cfg = model.config
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
@@ -416,10 +418,32 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     bs, R = cfg.attn_block_size, min(slots, len(prompts))  # the blocks the model was trained on
     W = bs + max(-(-(len(p) + max_new_tokens) // bs) * bs for p in prompts)  # the padding block, then whole blocks
     device = next(model.parameters()).device
-    x = torch.full((R, W), cfg.pad_id, device=device)  # (R, W)
-    first_new = torch.zeros(R, dtype=torch.long, device=device)  # each row's first generated column
-    start = torch.zeros(R, dtype=torch.long, device=device)  # the first column of the block each row is at
-    live = torch.zeros(R, dtype=torch.bool, device=device)
+    kv = KVCache.for_model(model, R, W)
+
+    def slot_pass(x, start, first_new, after_last, live):
+        """One pass of every row, its state updated in place -> (done (R,), stop_flags (2,)): CommitBlock's.
+        x (R, W) the canvas; per row: start, the first column of its block; first_new and after_last, its
+        generated columns' range; live, whether it still decodes (a finished row rides along until refilled)."""
+        columns = torch.arange(W, device=device)
+        fed = start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
+        real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
+        logits = model(x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
+                       positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
+                       attn_mask=attention_mask(fed, columns, segments=model.segments(columns), real_keys=real),
+                       logits_at=_last_columns(bs, 2 * bs))  # the mask (R, 1, 2 * bs, W), over the whole cache
+        block_columns = fed[:, bs:]  # (R, bs)
+        writes = (block_columns >= first_new[:, None]) & (block_columns < after_last[:, None])
+        block, done, stop_flags = commit(logits, block=x.gather(1, block_columns), writes=writes,
+                                         last=after_last <= start + bs, live=live)
+        x.scatter_(1, block_columns, block)
+        start += bs * (live & ~done & (block != cfg.mask_id).all(dim=-1))  # a complete block: on to the next
+        live &= ~done
+        return done, stop_flags
+
+    state = dict(x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W)
+                 **{name: torch.zeros(R, dtype=torch.long, device=device)
+                    for name in ("start", "first_new", "after_last")},
+                 live=torch.zeros(R, dtype=torch.bool, device=device))
     holds = [None] * R  # the caller's prompt that each row holds
     waiting = iter(range(len(prompts)))
     out = [None] * len(prompts)
@@ -437,35 +461,23 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
                            + [cfg.pad_id] * (W - bs - len(p) - max_new_tokens))
         if new:
             new = torch.tensor(new, device=device)  # (n, 2 + W)
-            slot = new[:, 0]
-            x[slot], first_new[slot], start[slot], live[slot] = new[:, 2:], new[:, 1], bs, True
+            slot, first_new = new[:, 0], new[:, 1]
+            for name, value in [("x", new[:, 2:]), ("first_new", first_new), ("start", bs),
+                                ("after_last", first_new + max_new_tokens), ("live", True)]:
+                state[name][slot] = value
 
     take_next(list(range(R)))
-    columns = torch.arange(W, device=device)
-    segments = model.segments(columns)  # the model's blocks, counted from the padding block
-    fed_offsets = torch.arange(2 * bs, device=device) - bs  # the block before a row's block, then its block
-    kv = KVCache.for_model(model, R, W)
-    step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
+    if cuda_graphs and commit.graphable:  # a random draw from the caller's generator cannot be recorded
+        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit))
+    else:
+        run = lambda: slot_pass(**state)
     nfe = row_nfe = 0
     with Timer(device) as timer:
         while any(h is not None for h in holds):
-            after_last = first_new + max_new_tokens  # (R,)
-            fed = start[:, None] + fed_offsets  # (R, 2 * bs): each row's own columns
-            real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
-            inputs = dict(positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
-                          attn_mask=attention_mask(fed, columns, segments=segments, real_keys=real),
-                          write_at=fed)  # the mask (R, 1, 2 * bs, W), over the whole cache
-            block_columns = fed[:, bs:]  # (R, bs)
-            writes = (block_columns >= first_new[:, None]) & (block_columns < after_last[:, None])
-            block, done, stop_flags = step.run(x.gather(1, fed), inputs, _last_columns(bs, 2 * bs),
-                                               block=x.gather(1, block_columns), writes=writes,
-                                               last=after_last <= start + bs, live=live)
-            x.scatter_(1, block_columns, block)
-            start += bs * (live & ~done & (block != cfg.mask_id).all(dim=-1))  # a complete block: on to the next
-            live &= ~done
+            done, stop_flags = run()
             nfe, row_nfe = nfe + 1, row_nfe + sum(h is not None for h in holds)
             if stop_flags[0].item():  # the pass's one sync: has a row finished?
-                rows = torch.cat([done[:, None], x], dim=1).tolist()  # one copy back: each row's done, its canvas
+                rows = torch.cat([done[:, None], state["x"]], dim=1).tolist()  # one copy back: done, the canvas
                 finished = [j for j, row in enumerate(rows) if row[0]]
                 for j in finished:
                     canvas, new = rows[j][1:], bs + len(prompts[holds[j]])

@@ -8,6 +8,7 @@ same passes are recorded as graphs and replayed; that test skips without CUDA.
 import pytest
 import torch
 
+from nanodllm import cuda_graphs
 from nanodllm.cuda_graphs import GraphedForward, recordings
 from nanodllm.model import KVCache
 from nanodllm.sampler import CommitBlock, autoregressive_generate, block_diffusion_generate, llada_generate
@@ -59,19 +60,40 @@ def test_block_sampler_fixed_shapes_same_tokens(attention, output_shift, seed, k
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_slots_replay_one_graph_with_the_eager_tokens(device):
     """slots: every pass has one shape (each slot's two blocks over the whole cache, the columns per row), so one
-    recording serves the whole call; its replays give the eager run's tokens and pass counts."""
+    recording of the whole pass, its inputs and bookkeeping included, serves the whole call; its replays give the
+    eager run's tokens and pass counts."""
     model = model_on(device, "block_causal")
     wrap_forward(model, eos_at_12)
     stats = check_same(run_both(block_diffusion_generate, model, threshold=0.3, max_new_tokens=30, slots=2))
     assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1  # rows did stop, at different places
     if device == "cuda":
         graphs = [g for g in model.__dict__["_decoding_recordings"].values() if g.kv_cache is not None]
-        assert [len(g.graphs) for g in graphs] == [1]
+        assert [(len(g.graphs), len(g.loops)) for g in graphs] == [(0, 1)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_a_loop_replays_its_step_on_its_own_state():
+    """GraphedForward.loop: the step updates the state in place at every replay (recording it does not), and a
+    later loop with the same key decodes on the recorded tensors, holding its own values."""
+    def step(n, total):
+        n += 1
+        total += n
+        return total * 10
+    graphed = recordings(model_on("cuda", "block_causal"), None)
+    state, run = graphed.loop(step, dict(n=torch.zeros(2, device="cuda"), total=torch.zeros(2, device="cuda")),
+                              key="count")
+    assert state["n"].tolist() == [0, 0]  # recorded, not run
+    outputs = [run().tolist() for _ in range(3)]
+    assert outputs == [[10, 10], [30, 30], [60, 60]] and state["total"].tolist() == [6, 6]
+    fresh = dict(n=torch.tensor([5.0, 0.0], device="cuda"), total=torch.zeros(2, device="cuda"))
+    again, run = graphed.loop(step, fresh, key="count")
+    assert again["n"] is state["n"] and run().tolist() == [60, 10] and len(graphed.loops) == 1
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("generate, attention, knobs", [
     (block_diffusion_generate, "bidirectional", dict(block_size=8, threshold=0.3, max_new_tokens=20)),
+    (block_diffusion_generate, "block_causal", dict(threshold=0.3, max_new_tokens=20, slots=1)),
     (autoregressive_generate, "causal", dict(max_new_tokens=20))])
 def test_sampling_from_a_generator_stays_outside_the_graph(device, generate, attention, knobs):
     """With temperature > 0 the bookkeeping draws from the caller's generator, which a replay would repeat: it
@@ -152,25 +174,27 @@ def test_a_second_fixed_shape_call_reuses_the_first_ones_cache_and_gives_its_tok
 
 
 def graphed_sampler_calls(device):
-    """((causal model, diffusion model), a call of each graphed sampler on them: block, LLaDA's vanilla, AR), the
-    rows stopping at different steps (eos_at_12)."""
-    causal, model = model_on(device, "causal", sharpen=1.0), model_on(device, "bidirectional")
-    wrap_forward(causal, eos_at_12)
-    wrap_forward(model, eos_at_12)
-    return (causal, model), [
+    """((causal model, diffusion model, block_causal model), a call of each graphed sampler on them: block,
+    LLaDA's vanilla, AR, the block sampler's slots), the rows stopping at different steps (eos_at_12)."""
+    models = causal, model, blocks = [model_on(device, attention, sharpen=1.0 if attention == "causal" else 30.0)
+                                      for attention in ("causal", "bidirectional", "block_causal")]
+    for m in models:
+        wrap_forward(m, eos_at_12)
+    return models, [
         lambda: block_diffusion_generate(model, PROMPTS, block_size=8, threshold=0.3, max_new_tokens=44,
                                          cuda_graphs=True),
         lambda: llada_generate(model, PROMPTS, gen_length=32, steps=16, block_length=8, cuda_graphs=True),
-        lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True)]
+        lambda: autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=True),
+        lambda: block_diffusion_generate(blocks, PROMPTS, threshold=0.3, max_new_tokens=30, slots=2,
+                                         cuda_graphs=True)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
     """What bench_sampler times: a call that replays only. Every graphed sampler, alike."""
     recorded = []
-    record = GraphedForward._record
-    monkeypatch.setattr(GraphedForward, "_record",
-                        lambda self, inputs, *at: recorded.append(inputs["idx"].shape) or record(self, inputs, *at))
+    record = cuda_graphs.record
+    monkeypatch.setattr(cuda_graphs, "record", lambda fn, tensors, pool: recorded.append(1) or record(fn, tensors, pool))
     _, calls = graphed_sampler_calls("cuda")
     for call in calls:
         recorded.clear()
@@ -186,10 +210,11 @@ def test_a_second_call_records_nothing_and_gives_the_same_tokens(monkeypatch):
 def test_linear_weights_stored_in_bf16_replay_the_same_tokens():
     """system.inference_weights takes the weight casts out of the recorded passes; the tokens stay the same, for
     every graphed sampler. (The weights move, so the bf16 model gets recordings of its own.)"""
-    (causal, model), calls = graphed_sampler_calls("cuda")
+    models, calls = graphed_sampler_calls("cuda")
+    model = models[1]
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fp32_weights = [call()[0] for call in calls]
-        for m in (model, causal):
+        for m in models:
             inference_weights(m, torch.device("cuda"), "bfloat16")
         assert model.transformer.ff_out.weight.dtype == torch.bfloat16
         assert [call()[0] for call in calls] == fp32_weights
