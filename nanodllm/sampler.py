@@ -35,6 +35,7 @@ commit rules, the canvas), then one function per sampler, then `generate`, then 
 import inspect
 import itertools
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -314,7 +315,7 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     there are, in R rows, each row decoding its own block. Why: in a batch, a row that has committed its block
     waits, pass after pass, for the block's slowest row, and the batch runs until its longest row has ended. Here
     every pass feeds each row the block it is at, a row moves on as soon as its block is complete, and a finished
-    row's slot takes the next prompt after the pass (_decode_slots). On the length suite's 500 held-out prompts
+    row's slot takes the next prompt in the same pass, on the GPU (_decode_slots). On the length suite's 500 held-out prompts
     at R=16 (H200): 265 passes, where batches of 16 took 1655, and batches whose finished rows gave their place to
     new prompts at each block's end 1094 (docs/speed.md).
 
@@ -406,84 +407,83 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     same values, until the row moves on: with block_causal attention no column sees a later one). The pass
     commits the row's block (CommitBlock); a row whose block is then complete moves to the next one.
     A prompt's own blocks hold no mask: a new row walks through them, one pass each, which puts them in the cache,
-    so there is no prefill and every pass has one shape. The whole state (canvas, blocks, live rows) lives on the
-    GPU and a pass (slot_pass) updates it in place, so with CUDA graphs the pass, its inputs and its bookkeeping
-    are one recorded graph (GraphedForward.loop): a pass is one replay. After it, the test whether any row is done
-    is the pass's one GPU sync; when some are, one copy back reads their outputs and one copy to the GPU puts the
-    next prompts in their slots (take_next)."""
+    so there is no prefill and every pass has one shape.
+
+    The host takes no part in a pass. Every prompt's row waits on the GPU in a queue; a pass (slot_pass) copies
+    the rows it finishes into their prompts' outputs and gives their slots the next rows of the queue
+    (take_next), all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping
+    included, is then one recorded graph (GraphedForward.loop), and the loop is a replay and a read of one flag,
+    whether any row still decodes: the pass's one GPU sync. The outputs come back in one copy at the end."""
     cfg = model.config
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
     _check_length(max(len(p) for p in prompts) + max_new_tokens, cfg, "block_diffusion_generate")
-    bs, R = cfg.attn_block_size, min(slots, len(prompts))  # the blocks the model was trained on
+    bs, R, N = cfg.attn_block_size, min(slots, len(prompts)), len(prompts)  # the blocks the model was trained on
     W = bs + max(-(-(len(p) + max_new_tokens) // bs) * bs for p in prompts)  # the padding block, then whole blocks
     device = next(model.parameters()).device
     kv = KVCache.for_model(model, R, W)
+    firsts = [bs + len(p) for p in prompts]  # each prompt's first generated column
+    rows = [[cfg.pad_id] * bs + p + [cfg.mask_id] * max_new_tokens + [cfg.pad_id] * (W - first - max_new_tokens)
+            for p, first in zip(prompts, firsts)]
+    per_row = lambda dtype=torch.long: torch.zeros(R, dtype=dtype, device=device)
+    counter = lambda: torch.zeros((), dtype=torch.long, device=device)
+    state = dict(queue=torch.tensor(rows, device=device),  # (N, W): every prompt's row, taken in order
+                 queue_first_new=torch.tensor(firsts, device=device),  # (N,)
+                 outputs=torch.zeros(N + 1, W, dtype=torch.long, device=device),  # a finished row's canvas; the
+                 # last one is where the rows that did not finish write theirs (a fixed shape: no branch)
+                 x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W): the rows in flight
+                 start=per_row(), first_new=per_row(),  # the first column of its block, of its generated ones
+                 holds=per_row(), live=per_row(torch.bool),  # the prompt it holds; whether it still decodes
+                 taken=counter(), row_passes=counter())  # prompts taken so far; rows fed, summed over passes
 
-    def slot_pass(x, start, first_new, after_last, live):
-        """One pass of every row, its state updated in place -> (done (R,), stop_flags (2,)): CommitBlock's.
-        x (R, W) the canvas; per row: start, the first column of its block; first_new and after_last, its
-        generated columns' range; live, whether it still decodes (a finished row rides along until refilled)."""
+    def take_next(s, free):
+        """The free rows (R,) take the next prompts of the queue, in slot order, as many as are left."""
+        i = s.taken + free.cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
+        take = free & (i < N)
+        i = i.clamp(max=N - 1)
+        s.x.copy_(torch.where(take[:, None], s.queue[i], s.x))
+        s.first_new.copy_(torch.where(take, s.queue_first_new[i], s.first_new))
+        s.holds.copy_(torch.where(take, i, s.holds))
+        s.start.masked_fill_(take, bs)  # the padding block is complete: the row's first block is the prompt's
+        s.live |= take
+        s.taken += free.sum()
+
+    def slot_pass(**state):
+        """One pass of every row, the state updated in place -> whether any row still decodes (a 0-dim bool)."""
+        s = SimpleNamespace(**state)
+        after_last = s.first_new + max_new_tokens  # (R,)
         columns = torch.arange(W, device=device)
-        fed = start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
+        fed = s.start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
         real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
-        logits = model(x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
+        logits = model(s.x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
                        positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
                        attn_mask=attention_mask(fed, columns, segments=model.segments(columns), real_keys=real),
                        logits_at=_last_columns(bs, 2 * bs))  # the mask (R, 1, 2 * bs, W), over the whole cache
         block_columns = fed[:, bs:]  # (R, bs)
-        writes = (block_columns >= first_new[:, None]) & (block_columns < after_last[:, None])
-        block, done, stop_flags = commit(logits, block=x.gather(1, block_columns), writes=writes,
-                                         last=after_last <= start + bs, live=live)
-        x.scatter_(1, block_columns, block)
-        start += bs * (live & ~done & (block != cfg.mask_id).all(dim=-1))  # a complete block: on to the next
-        live &= ~done
-        return done, stop_flags
+        writes = (block_columns >= s.first_new[:, None]) & (block_columns < after_last[:, None])
+        block, done, _ = commit(logits, block=s.x.gather(1, block_columns), writes=writes,
+                                last=after_last <= s.start + bs, live=s.live)
+        s.row_passes += s.live.sum()
+        s.x.scatter_(1, block_columns, block)
+        s.start += bs * (s.live & ~done & (block != cfg.mask_id).all(dim=-1))  # a complete block: on to the next
+        s.live &= ~done
+        s.outputs.index_copy_(0, torch.where(done, s.holds, N), s.x)  # the finished rows' canvases
+        take_next(s, done)
+        return s.live.any()
 
-    state = dict(x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W)
-                 **{name: torch.zeros(R, dtype=torch.long, device=device)
-                    for name in ("start", "first_new", "after_last")},
-                 live=torch.zeros(R, dtype=torch.bool, device=device))
-    holds = [None] * R  # the caller's prompt that each row holds
-    waiting = iter(range(len(prompts)))
-    out = [None] * len(prompts)
-
-    def take_next(free: list[int]):
-        """The free slots take the next waiting prompts, as many as there are. One copy to the GPU carries every
-        new row with its slot and first generated column: a copy from the host waits for the GPU to finish its
-        queued work, and one per slot and value made it wait about 4 times per new prompt."""
-        new = []  # per new row: its slot, its first generated column, then its W tokens
-        for j in free:
-            i = holds[j] = next(waiting, None)
-            if i is not None:
-                p = prompts[i]
-                new.append([j, bs + len(p)] + [cfg.pad_id] * bs + p + [cfg.mask_id] * max_new_tokens
-                           + [cfg.pad_id] * (W - bs - len(p) - max_new_tokens))
-        if new:
-            new = torch.tensor(new, device=device)  # (n, 2 + W)
-            slot, first_new = new[:, 0], new[:, 1]
-            for name, value in [("x", new[:, 2:]), ("first_new", first_new), ("start", bs),
-                                ("after_last", first_new + max_new_tokens), ("live", True)]:
-                state[name][slot] = value
-
-    take_next(list(range(R)))
+    take_next(SimpleNamespace(**state), torch.ones(R, dtype=torch.bool, device=device))
     if cuda_graphs and commit.graphable:  # a random draw from the caller's generator cannot be recorded
-        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit))
+        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit, max_new_tokens))
     else:
         run = lambda: slot_pass(**state)
-    nfe = row_nfe = 0
+    nfe, running = 0, True
     with Timer(device) as timer:
-        while any(h is not None for h in holds):
-            done, stop_flags = run()
-            nfe, row_nfe = nfe + 1, row_nfe + sum(h is not None for h in holds)
-            if stop_flags[0].item():  # the pass's one sync: has a row finished?
-                rows = torch.cat([done[:, None], state["x"]], dim=1).tolist()  # one copy back: done, the canvas
-                finished = [j for j, row in enumerate(rows) if row[0]]
-                for j in finished:
-                    canvas, new = rows[j][1:], bs + len(prompts[holds[j]])
-                    out[holds[j]] = trim_at_eos(canvas[new:new + max_new_tokens], cfg.eos_id)
-                take_next(finished)
-    return Decoded(out, nfe, row_nfe, timer.seconds)
+        while running:
+            running = run().item()  # the pass's one sync: does any row still decode?
+            nfe += 1
+        outputs = state["outputs"].tolist()  # one copy back
+    out = [trim_at_eos(outputs[i][first:first + max_new_tokens], cfg.eos_id) for i, first in enumerate(firsts)]
+    return Decoded(out, nfe, state["row_passes"].item(), timer.seconds)
 
 
 @dataclass(frozen=True, kw_only=True)
