@@ -315,9 +315,9 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     there are, in R rows, each row decoding its own block. Why: in a batch, a row that has committed its block
     waits, pass after pass, for the block's slowest row, and the batch runs until its longest row has ended. Here
     every pass feeds each row the block it is at, a row moves on as soon as its block is complete, and a finished
-    row's slot takes the next prompt in the same pass, on the GPU (_decode_slots). On the length suite's 500 held-out prompts
-    at R=16 (H200): 265 passes, where batches of 16 took 1655, and batches whose finished rows gave their place to
-    new prompts at each block's end 1094 (docs/speed.md).
+    row's slot takes the next prompt in the same pass, on the GPU (_decode_slots). On the length suite's 500
+    held-out prompts at R=16 (H200): 265 passes, where batches of 16 took 1655, and batches whose finished rows
+    gave their place to new prompts at each block's end 1094 (docs/speed.md).
 
     prompts: token-id lists (any lengths) or a (B, P) tensor. trace: called after every step with, per row, its
     generated tokens so far (mask id where still masked; the final output once finished).
