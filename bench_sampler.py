@@ -29,6 +29,7 @@ Warm-up is excluded: each eager (sampler, batch size) first runs once on a short
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
 (the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
+block_slots_compiled_graphs also compiles its pass (torch.compile) in that untimed call; no other sampler does.
 Each call is timed whole, end to end (its canvas and KV cache built, its outputs trimmed: the sampler's own timer
 covers only its decoding loop), synchronising CUDA before and after; a run's calls are also fitted as a time per
 call plus a time per pass (per_call_fit). --profile decodes the first --profile_batches batches once more,
@@ -61,11 +62,12 @@ from nanodllm.tokenizer import get_tokenizer
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
 # continuous batching (block_causal models only; run when asked for by name): the block sampler with slots = the
 # batch size, each row at its own block, one call for all the prompts
-CONTINUOUS = ("block_slots_graphs",)
+CONTINUOUS = ("block_slots_graphs", "block_slots_compiled_graphs")  # the second's pass through torch.compile
 LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block, no cache",
           "llada": "LLaDA vanilla", "ar": "autoregressive, KV cache",
           "block_graphs": "dLLM-Var block, cache, graphs", "llada_graphs": "LLaDA vanilla, graphs",
-          "ar_graphs": "autoregressive, cache, graphs", "block_slots_graphs": "dLLM-Var block, cache, graphs, slots"}
+          "ar_graphs": "autoregressive, cache, graphs", "block_slots_graphs": "dLLM-Var block, cache, graphs, slots",
+          "block_slots_compiled_graphs": "dLLM-Var block, cache, graphs, slots, compiled"}
 
 
 def fail(message: str):
@@ -181,7 +183,7 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False, slots=
     common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
-        continuous = dict(slots=slots) if name in CONTINUOUS else {}
+        continuous = dict(slots=slots, compile="compiled" in name) if name in CONTINUOUS else {}
         return generate("block", model, prompts, block_size=args.block_size, threshold=threshold, max_new_tokens=n,
                         cache=name != "block_nocache", **continuous, **common)
     if name.startswith("llada"):

@@ -198,7 +198,7 @@ class GraphedForward:
         graph, output = record(lambda **b: self._forward(b, logits_at, then), buffers, self.pool)
         return buffers, output, graph
 
-    def loop(self, step, state: dict, key) -> tuple[dict, Callable]:
+    def loop(self, step, state: dict, key, compile: bool = False) -> tuple[dict, Callable]:
         """For a decoding loop whose whole state lives on the GPU, in `state`'s tensors, which step(**state)
         updates in place and whose output tells the host what happened (the block sampler's slots: each row's
         canvas, block and liveness). Recorded once per key (with the state's shapes) as one graph over the state
@@ -206,10 +206,14 @@ class GraphedForward:
         launch. -> (state, run): the tensors to decode with, and run(), a replay -> step's output (the graph's
         memory: read it before the next run). The first call records with the caller's tensors; a later call
         with the same key gets those back, holding its values (as its KV cache adopts the recorded buffers).
-        key: what step depends on besides the state's shapes (its settings). On the CPU: eager, the same steps."""
+        key: what step depends on besides the state's shapes (its settings). compile: step goes through
+        torch.compile first (one graph, fixed shapes), whose fused kernels are then what is recorded.
+        On the CPU: eager, the same steps (compiled too, if asked)."""
+        if compile:
+            step = torch.compile(step, fullgraph=True, dynamic=False)
         if not self.record:
             return state, lambda: step(**state)
-        key = (key, autocast_dtype()) + shapes(state)
+        key = (key, compile, autocast_dtype()) + shapes(state)
         if key in self.loops:
             recorded, output, graph = self.loops[key]
             for name, t in state.items():

@@ -35,7 +35,6 @@ commit rules, the canvas), then one function per sampler, then `generate`, then 
 import inspect
 import itertools
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -269,7 +268,8 @@ def _llada_defaults(gen_length: int, steps, block_length):
 @sampling_mode
 def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, steps_per_block=None,
                              max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True,
-                             eos_frontier=False, cuda_graphs=False, slots=None, generator=None, trace=None):
+                             eos_frontier=False, cuda_graphs=False, slots=None, compile=False, generator=None,
+                             trace=None):
     """dLLM-Var's sampler: decode blocks of block_size masks left to right until each row commits its EOS.
 
     Inside a block, each step is one forward pass and commits (above_threshold) every masked position whose
@@ -319,13 +319,17 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     held-out prompts at R=16 (H200): 265 passes, where batches of 16 took 1655, and batches whose finished rows
     gave their place to new prompts at each block's end 1094 (docs/speed.md).
 
+    compile=True (with slots and cuda_graphs): the slots' pass goes through torch.compile before it is recorded,
+    which fuses its few hundred small kernels (norms, rotary, masks, the commit) into fewer; the first call
+    compiles, for seconds to minutes (docs/speed.md has what it gains).
+
     prompts: token-id lists (any lengths) or a (B, P) tensor. trace: called after every step with, per row, its
     generated tokens so far (mask id where still masked; the final output once finished).
     """
     cfg = model.config
     _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, cuda_graphs)
     _check_sampling(temperature, top_k, top_p)
-    _check_slots(slots, steps_per_block, cfg, cache, trace)
+    _check_slots(slots, steps_per_block, cfg, cache, trace, cuda_graphs, compile)
     commit = CommitBlock(mask_id=cfg.mask_id, eos_id=cfg.eos_id, threshold=threshold, eos_frontier=eos_frontier,
                          temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     if slots is None:
@@ -333,7 +337,8 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
                               steps_per_block=steps_per_block, cache=cache, cuda_graphs=cuda_graphs, commit=commit,
                               trace=trace)
     else:
-        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit)
+        done = _decode_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit,
+                             compile=compile)
     assert None not in done.out, "every row ends: by EOS or at max_new_tokens"
     return done.out, GenerationStats.of(done.out, cfg.eos_id, done.nfe, done.row_nfe, done.seconds)
 
@@ -396,7 +401,8 @@ def _decode_blocks(model, prompts, n_new: int, *, block_size, steps_per_block, c
     return Decoded(batch.out, nfe, row_nfe, timer.seconds)
 
 
-def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graphs: bool, commit) -> Decoded:
+def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graphs: bool, commit,
+                  compile: bool = False) -> Decoded:
     """block_diffusion_generate's slots=R: every prompt decoded in one of R rows (slots), each row at its own block.
 
     Row j of the canvas holds one block of padding, then its prompt, its max_new_tokens masks, and padding up to
@@ -409,9 +415,9 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     A prompt's own blocks hold no mask: a new row walks through them, one pass each, which puts them in the cache,
     so there is no prefill and every pass has one shape.
 
-    The host takes no part in a pass. Every prompt's row waits on the GPU in a queue; a pass (slot_pass) copies
-    the rows it finishes into their prompts' outputs and gives their slots the next rows of the queue
-    (take_next), all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping
+    The host takes no part in a pass. Every prompt's row waits on the GPU in a queue; a pass (slot_pass) first
+    gives the free slots the next rows of the queue, and copies the rows it finishes into their prompts' outputs,
+    all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping
     included, is then one recorded graph (GraphedForward.loop), and the loop is a replay and a read of one flag,
     whether any row still decodes: the pass's one GPU sync. The outputs come back in one copy at the end."""
     cfg = model.config
@@ -427,53 +433,51 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
             for p, first in zip(prompts, firsts)]
     per_row = lambda dtype=torch.long: torch.zeros(R, dtype=dtype, device=device)
     counter = lambda: torch.zeros((), dtype=torch.long, device=device)
-    state = dict(queue=torch.tensor(rows, device=device),  # (N, W): every prompt's row, taken in order
-                 queue_first_new=torch.tensor(firsts, device=device),  # (N,)
-                 outputs=torch.zeros(N + 1, W, dtype=torch.long, device=device),  # a finished row's canvas; the
-                 # last one is where the rows that did not finish write theirs (a fixed shape: no branch)
-                 x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W): the rows in flight
+    state = dict(x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W): the rows in flight
                  start=per_row(), first_new=per_row(),  # the first column of its block, of its generated ones
-                 holds=per_row(), live=per_row(torch.bool),  # the prompt it holds; whether it still decodes
-                 taken=counter(), row_passes=counter())  # prompts taken so far; rows fed, summed over passes
+                 holds=per_row(), live=per_row(torch.bool),  # the prompt it holds; whether it decodes one
+                 taken=counter(), row_passes=counter(),  # prompts taken so far; rows fed, summed over passes
+                 queue=torch.tensor(rows, device=device),  # (N, W): every prompt's row, taken in order
+                 queue_first_new=torch.tensor(firsts, device=device),  # (N,)
+                 outputs=torch.zeros(N + 1, W, dtype=torch.long, device=device))  # (N + 1, W): each prompt's
+    # finished row; the last one is where the rows that did not finish write theirs (a fixed shape: no branch)
 
-    def take_next(s, free):
-        """The free rows (R,) take the next prompts of the queue, in slot order, as many as are left."""
-        i = s.taken + free.cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
-        take = free & (i < N)
+    def slot_pass(x, start, first_new, holds, live, taken, row_passes, queue, queue_first_new, outputs):
+        """One pass of every row, the state updated in place -> whether anything is left to decode (0-dim)."""
+        # the free rows (finished, or not filled yet) take the next prompts of the queue, in slot order
+        i = taken + (~live).cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
+        take = ~live & (i < N)
         i = i.clamp(max=N - 1)
-        s.x.copy_(torch.where(take[:, None], s.queue[i], s.x))
-        s.first_new.copy_(torch.where(take, s.queue_first_new[i], s.first_new))
-        s.holds.copy_(torch.where(take, i, s.holds))
-        s.start.masked_fill_(take, bs)  # the padding block is complete: the row's first block is the prompt's
-        s.live |= take
-        s.taken += free.sum()
-
-    def slot_pass(**state):
-        """One pass of every row, the state updated in place -> whether any row still decodes (a 0-dim bool)."""
-        s = SimpleNamespace(**state)
-        after_last = s.first_new + max_new_tokens  # (R,)
+        x.copy_(torch.where(take[:, None], queue[i], x))
+        first_new.copy_(torch.where(take, queue_first_new[i], first_new))
+        holds.copy_(torch.where(take, i, holds))
+        start.masked_fill_(take, bs)  # the padding block is complete: a new row's first block is its prompt's
+        live |= take
+        taken += take.sum()
+        row_passes += live.sum()
+        # the pass: each row's block and the one before it, at the row's own columns
+        after_last = first_new + max_new_tokens  # (R,)
         columns = torch.arange(W, device=device)
-        fed = s.start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
+        fed = start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
         real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
-        logits = model(s.x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
+        logits = model(x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
                        positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
                        attn_mask=attention_mask(fed, columns, segments=model.segments(columns), real_keys=real),
                        logits_at=_last_columns(bs, 2 * bs))  # the mask (R, 1, 2 * bs, W), over the whole cache
         block_columns = fed[:, bs:]  # (R, bs)
-        writes = (block_columns >= s.first_new[:, None]) & (block_columns < after_last[:, None])
-        block, done, _ = commit(logits, block=s.x.gather(1, block_columns), writes=writes,
-                                last=after_last <= s.start + bs, live=s.live)
-        s.row_passes += s.live.sum()
-        s.x.scatter_(1, block_columns, block)
-        s.start += bs * (s.live & ~done & (block != cfg.mask_id).all(dim=-1))  # a complete block: on to the next
-        s.live &= ~done
-        s.outputs.index_copy_(0, torch.where(done, s.holds, N), s.x)  # the finished rows' canvases
-        take_next(s, done)
-        return s.live.any()
+        writes = (block_columns >= first_new[:, None]) & (block_columns < after_last[:, None])
+        block, done, _ = commit(logits, block=x.gather(1, block_columns), writes=writes,
+                                last=after_last <= start + bs, live=live)
+        # the commit, and its consequences: a complete block moves its row on, a finished row leaves its output
+        x.scatter_(1, block_columns, block)
+        start += bs * (live & ~done & (block != cfg.mask_id).all(dim=-1))
+        live &= ~done
+        outputs.index_copy_(0, torch.where(done, holds, N), x)
+        return live.any() | (taken < N)
 
-    take_next(SimpleNamespace(**state), torch.ones(R, dtype=torch.bool, device=device))
     if cuda_graphs and commit.graphable:  # a random draw from the caller's generator cannot be recorded
-        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit, max_new_tokens))
+        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit, max_new_tokens),
+                                                compile=compile)
     else:
         run = lambda: slot_pass(**state)
     nfe, running = 0, True
@@ -855,8 +859,11 @@ def _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, 
     _check_graphs(cache, cuda_graphs)
 
 
-def _check_slots(slots, steps_per_block, config, cache, trace):
+def _check_slots(slots, steps_per_block, config, cache, trace, cuda_graphs, compile):
     """block_diffusion_generate's continuous batching: how many rows (slots) it keeps in flight."""
+    if compile and (slots is None or not cuda_graphs):
+        raise ValueError("compile compiles the slots' pass that cuda_graphs records: it needs slots and "
+                         "cuda_graphs=True")
     if slots is None:
         return
     if slots < 1:

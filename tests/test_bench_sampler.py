@@ -376,3 +376,12 @@ def test_slots_decode_every_prompt_in_one_call_batch_size_rows_at_a_time(monkeyp
                                                   "float32")
     assert calls == [(5, 4, False), (5, 4, False)]
     assert completions == [[3], [1], [9], [11], [2]]
+
+
+@pytest.mark.parametrize("name, compiled", [("block_slots_graphs", False), ("block_slots_compiled_graphs", True)])
+def test_the_compiled_slots_ask_the_sampler_to_compile(monkeypatch, name, compiled):
+    given = []
+    monkeypatch.setattr(bench_sampler, "generate", lambda sampler, model, prompts, **knobs: given.append(knobs))
+    args = SimpleNamespace(seed=0, block_size=32, max_new_tokens=64)
+    bench_sampler.run_sampler(name, tiny_model(attention="block_causal"), [[1]], args, 0.9, slots=4)
+    assert given[0]["compile"] is compiled and given[0]["slots"] == 4 and given[0]["cuda_graphs"]

@@ -71,6 +71,19 @@ def test_slots_replay_one_graph_with_the_eager_tokens(device):
         assert [(len(g.graphs), len(g.loops)) for g in graphs] == [(0, 1)]
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_compiled_slots_give_the_eager_tokens(device):
+    """compile=True: the slots' pass through torch.compile (one graph: fullgraph), then recorded; the same tokens
+    and pass counts as the eager pass. On the CPU it compiles for the CPU and runs without graphs."""
+    model = model_on(device, "block_causal")
+    wrap_forward(model, eos_at_12)
+    knobs = dict(threshold=0.3, max_new_tokens=30, slots=2, generator=torch.Generator(device).manual_seed(0))
+    runs = [block_diffusion_generate(model, PROMPTS, **knobs),
+            block_diffusion_generate(model, PROMPTS, cuda_graphs=True, compile=True, **knobs)]
+    stats = check_same(runs)
+    assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_a_loop_replays_its_step_on_its_own_state():
     """GraphedForward.loop: the step updates the state in place at every replay (recording it does not), and a

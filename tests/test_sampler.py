@@ -198,7 +198,8 @@ def test_slots_need_an_exact_cache_and_threshold_commits():
     model = tiny_model("block_causal")
     for bad, message in [(dict(slots=0), "slots must be >= 1"), (dict(slots=2, cache=False), "block_causal model"),
                          (dict(slots=2, steps_per_block=2), "threshold"),
-                         (dict(slots=2, trace=print), "trace")]:
+                         (dict(slots=2, trace=print), "trace"), (dict(compile=True), "needs slots"),
+                         (dict(slots=2, compile=True), "cuda_graphs=True")]:
         with pytest.raises(ValueError, match=message):
             block_diffusion_generate(model, PROMPTS, **bad)
     with pytest.raises(ValueError, match="block_causal model"):
@@ -622,7 +623,8 @@ DEFAULTS = {
     "llada": dict(gen_length=128, steps=128, block_length=128, temperature=0.0, remasking="low_confidence",
                   cuda_graphs=False),  # steps and block_length: None in the signature, standing for gen_length
     "block": dict(block_size=32, threshold=0.9, steps_per_block=None, max_new_tokens=1024, temperature=0.0,
-                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, slots=None),
+                  top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, slots=None,
+                  compile=False),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
 }
