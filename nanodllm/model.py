@@ -181,10 +181,12 @@ class KVCache(nn.Module):
                 # scatter_ with the columns repeated per row takes 110
                 self.k[layer].index_copy_(2, write_at, k)
                 self.v[layer].index_copy_(2, write_at, v)
-            else:
-                at = write_at[:, None, :, None].expand_as(k)  # (B, K, T, D): each row's columns, every head
-                self.k[layer].scatter_(2, at, k)
-                self.v[layer].scatter_(2, at, v)
+            else:  # indexed by tensors alone, on the whole buffer: torch.compile then writes in place, where a
+                # scatter_ into the layer's view became a copy of the whole layer and back (docs/speed.md)
+                layer_at = write_at.new_full((1, 1), layer)
+                rows = torch.arange(len(write_at), device=write_at.device)[:, None]  # (B, 1)
+                self.k[layer_at, rows, :, write_at] = k.transpose(1, 2)  # (B, T, K, D) at each row's columns
+                self.v[layer_at, rows, :, write_at] = v.transpose(1, 2)
             return self.k[layer], self.v[layer]  # (B, K, max_len, D)
         end = self.length + k.shape[2]
         if end > self.k.shape[3]:

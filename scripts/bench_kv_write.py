@@ -1,7 +1,9 @@
 """How long the KV cache's column writes take on the GPU: index_copy_ (one list of columns for every row, what a
-batch's passes write) against scatter_ (each row's own columns, what the block sampler's slots write), at the
-gpt2 preset's cache shape (12 layers x k and v = 24 writes per pass, 12 heads of 64, bf16). The writes are
-recorded in a CUDA graph and replayed, as the samplers run them, so launch overhead is left out.
+batch's passes write) against each row's own columns (what the block sampler's slots write), written by scatter_
+into each layer's cache or by index_put_ into the buffer of all layers with tensor indices (what KVCache.update
+does since torch.compile writes that one in place), at the gpt2 preset's cache shape (12 layers x k and v = 24
+writes per pass, 12 heads of 64, bf16). The writes are recorded in a CUDA graph and replayed, as the samplers run
+them, so launch overhead is left out.
 
     python scripts/bench_kv_write.py     # needs CUDA
 """
@@ -38,10 +40,20 @@ def main():
         new = torch.randn(rows, HEADS, columns, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
         at = torch.arange(64, 64 + columns, device="cuda")  # (T,)
         at_per_row = at.expand(rows, columns).contiguous()[:, None, :, None].expand_as(new)  # (B, K, T, D)
+        stacked = [torch.zeros(LAYERS, rows, HEADS, max_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+                   for _ in range(2)]  # k and v of every layer, as KVCache holds them
+        row_index = torch.arange(rows, device="cuda")[:, None]  # (B, 1)
+        at_rows, new_t = at.expand(rows, columns).contiguous(), new.transpose(1, 2)  # (B, T), (B, T, K, D)
+
+        def put():
+            for layer in range(LAYERS):
+                for c in stacked:
+                    c[at.new_full((1, 1), layer), row_index, :, at_rows] = new_t
         shared = time_per_pass(lambda: [c.index_copy_(2, at, new) for c in caches])
         per_row = time_per_pass(lambda: [c.scatter_(2, at_per_row, new) for c in caches])
+        per_row_put = time_per_pass(put)
         print(f"rows {rows:2d}, {columns} columns, cache {max_len}: index_copy_ {shared:6.1f} us, "
-              f"scatter_ {per_row:6.1f} us per pass")
+              f"scatter_ {per_row:6.1f} us, index_put_ {per_row_put:6.1f} us per pass")
 
 
 if __name__ == "__main__":
