@@ -218,6 +218,23 @@ def test_kv_cache_writes_each_rows_own_columns():
         assert torch.equal(per_row.k[0, b], alone.k[0, 0]) and torch.equal(per_row.v[0, b], alone.v[0, 0])
 
 
+def test_compiled_per_row_writes_are_in_place():
+    """Under torch.compile the (B, T) write goes by index_put_, which inductor does in the cache's own memory: the
+    same keys/values as the eager scatter_, and no buffer of a whole layer's shape in the generated code (a
+    scatter_ into a layer's view became a copy of the layer and back, docs/speed.md)."""
+    from torch._inductor.utils import run_and_get_code
+    model = tiny_model().eval()
+    c = model.config
+    k, v = (torch.randn(2, c.n_kv_head, 3, c.head_dim) for _ in range(2))  # (B, K, T, D)
+    at = torch.tensor([[0, 1, 2], [5, 6, 7]])
+    eager, compiled = (KVCache.for_model(model, batch_size=2, max_len=8) for _ in range(2))
+    eager.update(1, k, v, write_at=at)
+    torch._dynamo.reset()
+    _, code = run_and_get_code(torch.compile(lambda: compiled.update(1, k, v, write_at=at), fullgraph=True))
+    assert torch.equal(compiled.k, eager.k) and torch.equal(compiled.v, eager.v)
+    assert f"empty_strided_cpu((2, {c.n_kv_head}, 8, {c.head_dim})" not in "".join(code)
+
+
 def test_uncommitted_cache_entries_are_scratch():
     model = tiny_model().eval()
     idx = torch.randint(0, 50257, (1, 8))
