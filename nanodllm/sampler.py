@@ -329,7 +329,7 @@ def block_diffusion_generate(model, prompts, *, block_size=32, threshold=0.9, st
     cfg = model.config
     _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, cuda_graphs)
     _check_sampling(temperature, top_k, top_p)
-    _check_slots(slots, steps_per_block, cfg, cache, trace, cuda_graphs, compile)
+    _check_slots(slots, steps_per_block, cfg, cache, trace, cuda_graphs, compile, temperature)
     commit = CommitBlock(mask_id=cfg.mask_id, eos_id=cfg.eos_id, threshold=threshold, eos_frontier=eos_frontier,
                          temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     if slots is None:
@@ -417,9 +417,10 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
 
     The host takes no part in a pass. Every prompt's row waits on the GPU in a queue; a pass (slot_pass) first
     gives the free slots the next rows of the queue, and copies the rows it finishes into their prompts' outputs,
-    all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping
-    included, is then one recorded graph (GraphedForward.loop), and the loop is a replay and a read of one flag,
-    whether any row still decodes: the pass's one GPU sync. The outputs come back in one copy at the end."""
+    all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping included, is then
+    one recorded graph (GraphedForward.loop), and the loop is a replay and a read of one flag, whether anything is
+    left (a row decoding, a prompt waiting): the pass's one GPU sync. The outputs come back in one copy at the
+    end."""
     cfg = model.config
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
@@ -443,7 +444,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     # finished row; the last one is where the rows that did not finish write theirs (a fixed shape: no branch)
 
     def slot_pass(x, start, first_new, holds, live, taken, row_passes, queue, queue_first_new, outputs):
-        """One pass of every row, the state updated in place -> whether anything is left to decode (0-dim)."""
+        """One pass of every row, the state updated in place -> whether anything is left (0-dim bool)."""
         # the free rows (finished, or not filled yet) take the next prompts of the queue, in slot order
         i = taken + (~live).cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
         take = ~live & (i < N)
@@ -483,7 +484,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     nfe, running = 0, True
     with Timer(device) as timer:
         while running:
-            running = run().item()  # the pass's one sync: does any row still decode?
+            running = run().item()  # the pass's one sync: is anything left?
             nfe += 1
         outputs = state["outputs"].tolist()  # one copy back
     out = [trim_at_eos(outputs[i][first:first + max_new_tokens], cfg.eos_id) for i, first in enumerate(firsts)]
@@ -859,11 +860,11 @@ def _check_block(block_size, threshold, steps_per_block, max_new_tokens, cache, 
     _check_graphs(cache, cuda_graphs)
 
 
-def _check_slots(slots, steps_per_block, config, cache, trace, cuda_graphs, compile):
+def _check_slots(slots, steps_per_block, config, cache, trace, cuda_graphs, compile, temperature):
     """block_diffusion_generate's continuous batching: how many rows (slots) it keeps in flight."""
-    if compile and (slots is None or not cuda_graphs):
-        raise ValueError("compile compiles the slots' pass that cuda_graphs records: it needs slots and "
-                         "cuda_graphs=True")
+    if compile and (slots is None or not cuda_graphs or temperature > 0):
+        raise ValueError("compile compiles the slots' pass that cuda_graphs records, which records greedy "
+                         "decoding only: it needs slots, cuda_graphs=True and temperature=0")
     if slots is None:
         return
     if slots < 1:

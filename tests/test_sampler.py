@@ -199,7 +199,8 @@ def test_slots_need_an_exact_cache_and_threshold_commits():
     for bad, message in [(dict(slots=0), "slots must be >= 1"), (dict(slots=2, cache=False), "block_causal model"),
                          (dict(slots=2, steps_per_block=2), "threshold"),
                          (dict(slots=2, trace=print), "trace"), (dict(compile=True), "needs slots"),
-                         (dict(slots=2, compile=True), "cuda_graphs=True")]:
+                         (dict(slots=2, compile=True), "cuda_graphs=True"),
+                         (dict(slots=2, compile=True, cuda_graphs=True, temperature=1.0), "temperature=0")]:
         with pytest.raises(ValueError, match=message):
             block_diffusion_generate(model, PROMPTS, **bad)
     with pytest.raises(ValueError, match="block_causal model"):
