@@ -36,6 +36,7 @@ are no graphs: the same fixed-shape passes run eagerly, giving the same tokens w
 check the fixed-shape inputs that way; the CUDA test checks the replays.
 """
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -227,6 +228,29 @@ class GraphedForward:
             graph.replay()
             return output
         return recorded, run
+
+
+def flags_one_ahead(step, device):
+    """Runs step() again and again and yields, as a Python bool, the 0-dim flag each run returns, having queued
+    the next run before it reads one: the GPU works on run i+1 while the host waits for run i's flag, so it does
+    not idle through the host's turn (the copy back, the test, the next launch). The flag goes into pinned host
+    memory by an asynchronous copy queued right after its run, before the next run overwrites it (a replay
+    returns its graph's memory). The caller stops at the flag it wants; by then one more run has been made,
+    which must change nothing that matters (a slots' pass with nothing left changes no output)."""
+    cuda = torch.device(device).type == "cuda"
+    flags = [torch.empty((), dtype=torch.bool, pin_memory=cuda) for _ in range(2)]  # run i's in flags[i % 2]
+    copied = [torch.cuda.Event() if cuda else None for _ in range(2)]
+
+    def launch(i):
+        flags[i % 2].copy_(step(), non_blocking=True)
+        if cuda:
+            copied[i % 2].record()
+    launch(0)
+    for i in itertools.count():
+        launch(i + 1)
+        if cuda:
+            copied[i % 2].synchronize()
+        yield bool(flags[i % 2])
 
 
 def autocast_dtype():

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nanodllm.cuda_graphs import DecodingStep, recordings
+from nanodllm.cuda_graphs import DecodingStep, flags_one_ahead, recordings
 from nanodllm.metrics import predicted_eos_position
 from nanodllm.model import KVCache, attention_mask
 from nanodllm.sampler_stats import GenerationStats, Timer, sampling_mode
@@ -419,8 +419,8 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     gives the free slots the next rows of the queue, and copies the rows it finishes into their prompts' outputs,
     all in place on the GPU. With CUDA graphs the whole pass, its inputs and this bookkeeping included, is then
     one recorded graph (GraphedForward.loop), and the loop is a replay and a read of one flag, whether anything is
-    left (a row decoding, a prompt waiting): the pass's one GPU sync. The outputs come back in one copy at the
-    end."""
+    left (a row decoding, a prompt waiting): the pass's one GPU sync, made while the next pass runs
+    (flags_one_ahead; the pass after the last changes nothing). The outputs come back in one copy at the end."""
     cfg = model.config
     prompts = prompt_rows(prompts)
     _check_prompts(prompts, cfg, "block_diffusion_generate")
@@ -481,11 +481,12 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
                                                 compile=compile)
     else:
         run = lambda: slot_pass(**state)
-    nfe, running = 0, True
+    nfe = 0
     with Timer(device) as timer:
-        while running:
-            running = run().item()  # the pass's one sync: is anything left?
+        for left in flags_one_ahead(run, device):  # each pass's one sync: is anything left?
             nfe += 1
+            if not left:
+                break
         outputs = state["outputs"].tolist()  # one copy back
     out = [trim_at_eos(outputs[i][first:first + max_new_tokens], cfg.eos_id) for i, first in enumerate(firsts)]
     return Decoded(out, nfe, state["row_passes"].item(), timer.seconds)

@@ -84,6 +84,25 @@ def test_compiled_slots_give_the_eager_tokens(device):
     assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_each_flag_is_read_while_the_next_run_goes(device):
+    """flags_one_ahead: every run's flag in order, each read after the next run was queued, so that one more run
+    has been made when the caller stops; the flags are the runs' own, though every run overwrites its output."""
+    count = torch.zeros((), dtype=torch.long, device=device)
+    output = torch.zeros((), dtype=torch.bool, device=device)
+    runs, seen = [], []
+
+    def step():
+        count.add_(1)
+        runs.append(len(seen))  # how many flags the host had read when this run was queued
+        return output.copy_(count < 4)  # the same memory every run, as a replay's output
+    for flag in cuda_graphs.flags_one_ahead(step, device):
+        seen.append(flag)
+        if not flag:
+            break
+    assert seen == [True, True, True, False] and count.item() == 5 and runs == [0, 0, 1, 2, 3]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_a_loop_replays_its_step_on_its_own_state():
     """GraphedForward.loop: the step updates the state in place at every replay (recording it does not), and a
