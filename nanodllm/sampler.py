@@ -458,6 +458,8 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
         row_passes += live.sum()
         # the pass: each row's block and the one before it, at the row's own columns
         after_last = first_new + max_new_tokens  # (R,)
+        # made inside the pass, so that its recording holds them: a tensor made outside, freed when this call
+        # returns, would leave a later call's replay reading freed memory
         columns = torch.arange(W, device=device)
         fed = start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
         real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
