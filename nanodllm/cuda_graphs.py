@@ -79,11 +79,7 @@ class DecodingStep:
         else:
             # over keys [0, end): the key padding alone, to which the model adds its own attention rule
             inputs = dict(positions=window(positions, a, end), attn_mask=window(key_mask, 0, end))
-        return self.run(x[:, a:end], inputs, logits_at, **state)
-
-    def run(self, idx, inputs: dict, logits_at, **state):
-        """The pass on tokens idx (B, T) with the model's other inputs already built (positions, attn_mask and,
-        with graphs, write_at: fixed shapes), then `then`; the block sampler's slots build their own."""
+        idx = x[:, a:end]
         if self.graphed is None:
             logits = self.model(idx, kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
         elif self.then is not None and self.then.graphable:  # the bookkeeping inside the pass's graph

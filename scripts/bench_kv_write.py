@@ -2,8 +2,8 @@
 batch's passes write) against each row's own columns (what the block sampler's slots write), written by scatter_
 into each layer's cache (what KVCache.update does) or by index_put_ into the buffer of all layers with tensor
 indices (what it does under torch.compile, which writes that one in place), at the gpt2 preset's cache shape (12
-layers x k and v = 24 writes per pass, 12 heads of 64, bf16). The writes are recorded in a CUDA graph and replayed, as the samplers run
-them, so launch overhead is left out.
+layers x k and v = 24 writes per pass, 12 heads of 64, bf16). The writes are recorded in a CUDA graph and
+replayed, as the samplers run them, so launch overhead is left out.
 
     python scripts/bench_kv_write.py     # needs CUDA
 """
