@@ -197,9 +197,15 @@ def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: in
     first_real = torch.tensor(n_pad, device=device)[:, None]  # (B, 1)
     ends = torch.tensor(starts, device=device)[:, None] + n_new  # (B, 1)
     key_mask = (columns >= first_real) & (columns < ends)
-    # padding takes a real neighbour's position (it is never attended to), so no position passes the row's last
-    positions = (torch.minimum(columns, ends - 1) - first_real).clamp(min=0)  # (B, W)
-    return x, starts, key_mask, positions
+    return x, starts, key_mask, row_positions(columns, first_real, ends)  # (B, W)
+
+
+def row_positions(columns, first_real, ends):
+    """The RoPE positions of a row's canvas columns, its tokens being columns [first_real, ends): 0 at its first
+    token. Padding takes a real neighbour's position (it is never attended to), so no position passes the row's
+    last one, and a row computes as if it were alone. Any shapes that broadcast: (W,) columns and (B, 1) bounds,
+    or each row's own (B, T) columns."""
+    return (torch.minimum(columns, ends - 1) - first_real).clamp(min=0)
 
 
 # -----------------------------------------------------------------------------
@@ -464,7 +470,7 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
         fed = start[:, None] + torch.arange(-bs, bs, device=device)  # (R, 2 * bs): the block before, the block
         real = (columns >= bs) & (columns < after_last[:, None])  # (R, W): the prompt and the generated columns
         logits = model(x.gather(1, fed), kv_cache=kv, write_at=fed,  # each row's own columns of the cache
-                       positions=(fed.minimum(after_last[:, None] - 1) - bs).clamp(min=0),  # (R, 2 * bs)
+                       positions=row_positions(fed, bs, after_last[:, None]),  # (R, 2 * bs)
                        attn_mask=attention_mask(fed, columns, segments=model.segments(columns), real_keys=real),
                        logits_at=_last_columns(bs, 2 * bs))  # the mask (R, 1, 2 * bs, W), over the whole cache
         block_columns = fed[:, bs:]  # (R, bs)
