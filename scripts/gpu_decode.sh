@@ -23,16 +23,19 @@
 #              and 121 s of curve for seed 0; about 110 s and 80 s for each further seed (SEEDS=0,1,2 needs two
 #              calls: the second finds seed 0 on the warm machine)
 #   ls-slots   continuous batching at batch 16 on 500 held-out prompts, threshold 0.9: bench_sampler's
-#              block_slots_graphs (16 rows, each at its own block) beside the block sampler's batches run to their
-#              ends, the AR model and the vanilla sampler (its 4 prompts, 16 rows per pass), on the seed-0 models
-#              (trained first if missing). On one H200 (2026-12-03, 0658b7d, as ls-refill with the since removed
-#              refill_rows beside it): 354 s of training, then 78 s of benchmark
+#              block_slots_graphs (16 rows, each at its own block) and block_slots_compiled_graphs (the same, its
+#              pass through torch.compile) beside the block sampler's batches run to their ends, the AR model and
+#              the vanilla sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if
+#              missing). On one H200 (2026-12-03, 0658b7d, as ls-refill with the since removed refill_rows beside
+#              it): 354 s of training, then 78 s of benchmark; at 26bb19c 267 s of training
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
 #              judged by ar-s0
 #   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile
-#   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers
+#   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
+#              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
+#              sampler's row (its table then has no vanilla row)
 # Every part starts by running its study's training stages, which skip what is finished: on a warm machine that
 # has them (/root/ck outlives a call) it goes straight to its own work, on a fresh one it retrains first. Each
 # stage runs under a deadline ($DEADLINE seconds after the start, default 570), and whatever finished is written
@@ -70,7 +73,8 @@ declare -A FLAGS=(
 )
 declare -A CAP=([lengthtask]=320 [tinystories]=512)
 # continuous batching at batch 16 (ls-slots, ts-slots): the slots beside batches run to their ends
-SLOTS_FLAGS="--batch_sizes=16 --thresholds=0.9 --samplers=block_graphs,block_slots_graphs,ar_graphs,llada_graphs"
+SLOTS_FLAGS="--batch_sizes=16 --thresholds=0.9 \
+  --samplers=block_graphs,block_slots_graphs,block_slots_compiled_graphs,ar_graphs,llada_graphs"
 
 study() {  # dataset name recipes stages seeds [flags...]: study.py until the deadline; collects what it has
   local dataset=$1 name=$2 recipes=$3 stages=$4 seeds=$5
