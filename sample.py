@@ -4,6 +4,7 @@
     python sample.py --init_from=out/dllm_var --prompt=@prompts.txt --sampler=llada --gen_length=256
     python sample.py --init_from=out/dllm_var --prompt="Tom had a red ball." --show
     python sample.py --init_from=out/ar --sampler=ar --prompt="Lily went to the park."
+    python sample.py --init_from=out/block_pad --prompt=@prompts.txt --slots=16 --cuda_graphs --compile   # fastest
     python sample.py --init_from=random:tiny --show        # an untrained model: tries the script, writes noise
     python sample.py --init_from=random:tiny:causal        # the same, for the autoregressive sampler
 
@@ -97,6 +98,13 @@ def parse_args(argv=None):
     g.add_argument("--eos_frontier", action="store_true",
                    help="commit an EOS only at a row's first masked position (the stop decided left to right)")
     g.add_argument("--no_cache", action="store_true", help="recompute everything every step (block, ar)")
+    g.add_argument("--slots", type=_positive_int, default=None,
+                   help="block, a block_causal model: decode every sample in this many rows, each at its own "
+                        "block, a finished row taking the next sample (continuous batching; replaces --batch_size)")
+    g.add_argument("--cuda_graphs", action="store_true",
+                   help="replay each pass as a recorded CUDA graph (on a GPU; elsewhere the passes run eagerly)")
+    g.add_argument("--compile", action="store_true",
+                   help="with --slots and --cuda_graphs, greedy: the pass through torch.compile before it is recorded")
     g = p.add_argument_group("llada (vanilla) and length_bound")
     g.add_argument("--gen_length", type=_positive_int, default=knobs("llada")["gen_length"])
     g.add_argument("--steps", type=_positive_int, default=None,
@@ -115,6 +123,9 @@ def parse_args(argv=None):
         p.error("give --prompt or --prompt_file, not both")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         p.error(f"--top_p must be in (0, 1], got {args.top_p}")
+    if args.slots and (args.show or args.trace_out):
+        p.error("--slots decodes every sample in one call whose rows change prompts: it does not go with --show "
+                "or --trace_out")
     return args
 
 
@@ -224,6 +235,9 @@ def main(argv=None):
         sys.exit(f"error: --sampler={sampler} does not fit this model ({cfg.attention} attention): "
                  f"use --sampler=ar for a causal model and block/llada/length_bound for a diffusion model")
 
+    if args.slots and sampler != "block":
+        sys.exit(f"error: --slots is the block sampler's, not {sampler}'s")
+
     tok = get_tokenizer()
     texts = read_prompts(args)
     encoded = [tok.encode(t) for t in texts]  # ordinary text: special-token names stay plain characters
@@ -246,7 +260,9 @@ def main(argv=None):
           f"sampler {sampler}, {len(jobs)} samples on {device} ({dtype})")
 
     parts, calls = [], []
-    batch_rows = batches(model, [ids for _, ids in jobs], args.batch_size, block_aligned=sampler == "block")
+    # --slots: one call decodes every sample, its rows refilled as they finish; otherwise a call per batch
+    batch_rows = ([list(range(len(jobs)))] if args.slots else
+                  batches(model, [ids for _, ids in jobs], args.batch_size, block_aligned=sampler == "block"))
     for b, rows in enumerate(batch_rows):
         batch = [jobs[n] for n in rows]
         callbacks = []

@@ -73,11 +73,34 @@ def test_each_batch_is_printed_as_soon_as_it_is_done(capsys, monkeypatch):
     assert "--- sample 3, prompt 1" in capsys.readouterr().out
 
 
+def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
+    """--slots decodes every sample in one call, rows refilled as they finish; each sample's text is the one it gets
+    decoded alone (float32: the tests of the sampler say why it is the same)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once upon a time\nTom had a red ball. He\nLily\nThe sun was")
+    common = ["--init_from=random:tiny:block_causal", f"--prompt_file={prompts}", "--max_new_tokens=12",
+              "--device=cpu"]
+
+    def samples(flags):  # each sample's header and text, and the stats line printed last
+        sample.main(common + flags)
+        printed = capsys.readouterr().out
+        return [part.split("\n")[:2] for part in printed.split("\n--- sample ")[1:]], printed.splitlines()[-1]
+
+    alone, alone_stats = samples(["--batch_size=1"])
+    together, stats = samples(["--slots=2"])
+    assert len(alone) == 4 and together == alone
+    assert alone_stats.startswith("4 rows, 48 tokens (mean 12.0), 48 forward passes")  # a call per sample
+    assert stats.startswith("4 rows, 48 tokens (mean 12.0), 24 forward passes")  # one call, two rows per pass
+
+
 @pytest.mark.parametrize("args, message", [
     (["--init_from=out/no_such_run"], "error: no checkpoint at out/no_such_run"),
     (QUICK + ["--prompt_file=PROMPTS"], "error: prompt file PROMPTS is not UTF-8 (invalid byte at offset 3)"),
     (QUICK + ["--prompt=@missing.txt"], "error: prompt file missing.txt does not exist"),
     (["--init_from=random:tiny", "--device=cuda"], "error: device 'cuda' asked for, but CUDA is not available"),
+    (QUICK + ["--slots=2"], "error: slots needs a block_causal model and cache=True"),
+    (["--init_from=random:tiny:block_causal", "--device=cpu", "--sampler=llada", "--slots=2"],
+     "error: --slots is the block sampler's, not llada's"),
 ])
 def test_mistakes_give_one_error_line(tmp_path, args, message):
     if "--device=cuda" in args and __import__("torch").cuda.is_available():
