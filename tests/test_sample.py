@@ -92,6 +92,11 @@ def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
     assert alone_stats.startswith("4 rows, 48 tokens (mean 12.0), 48 forward passes")  # a call per sample
     assert stats.startswith("4 rows, 48 tokens (mean 12.0), 24 forward passes")  # one call, two rows per pass
 
+    for flag in ("--show", f"--trace_out={tmp_path / 'trace.json'}"):  # they follow the rows of one batch
+        with pytest.raises(SystemExit):
+            sample.main(common + ["--slots=2", flag])
+        assert "error: --slots decodes every sample in one call" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("args, message", [
     (["--init_from=out/no_such_run"], "error: no checkpoint at out/no_such_run"),
