@@ -1,5 +1,5 @@
-"""sample.py end to end on the CPU, with an untrained model (random:tiny): --trace_out, with --show beside it,
-and the figure nanodllm/plots.py draws from the trace."""
+"""sample.py end to end with an untrained model (random:tiny), on the CPU (--slots on a GPU too): --trace_out, with
+--show beside it, and the figure nanodllm/plots.py draws from the trace."""
 
 import json
 import subprocess
@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import sample
 from nanodllm import plots
 from nanodllm.tokenizer import get_tokenizer
 
 PROMPT = "Once upon a time"
-
-
 ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
 QUICK = ["--init_from=random:tiny", "--max_new_tokens=6", "--block_size=4", "--device=cpu"]
 
 
@@ -73,13 +73,16 @@ def test_each_batch_is_printed_as_soon_as_it_is_done(capsys, monkeypatch):
     assert "--- sample 3, prompt 1" in capsys.readouterr().out
 
 
-def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys, device):
     """--slots decodes every sample in one call, rows refilled as they finish; each sample's text is the one it gets
-    decoded alone (float32: the tests of the sampler say why it is the same)."""
+    decoded alone (float32: the tests of the sampler say why it is the same). On a GPU the slots take the fastest
+    path, their pass compiled and replayed as one CUDA graph."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Once upon a time\nTom had a red ball. He\nLily\nThe sun was")
     common = ["--init_from=random:tiny:block_causal", f"--prompt_file={prompts}", "--max_new_tokens=12",
-              "--device=cpu"]
+              f"--device={device}", "--dtype=float32"]
+    fastest = ["--cuda_graphs", "--compile"] if device == "cuda" else []
 
     def samples(flags):  # each sample's header and text, and the stats line printed last
         sample.main(common + flags)
@@ -87,7 +90,7 @@ def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
         return [part.split("\n")[:2] for part in printed.split("\n--- sample ")[1:]], printed.splitlines()[-1]
 
     alone, alone_stats = samples(["--batch_size=1"])
-    together, stats = samples(["--slots=2"])
+    together, stats = samples(["--slots=2"] + fastest)
     assert len(alone) == 4 and together == alone
     assert alone_stats.startswith("4 rows, 48 tokens (mean 12.0), 48 forward passes")  # a call per sample
     assert stats.startswith("4 rows, 48 tokens (mean 12.0), 24 forward passes")  # one call, two rows per pass
@@ -108,7 +111,7 @@ def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
      "error: --slots is the block sampler's, not llada's"),
 ])
 def test_mistakes_give_one_error_line(tmp_path, args, message):
-    if "--device=cuda" in args and __import__("torch").cuda.is_available():
+    if "--device=cuda" in args and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes(b"Caf\xe9 au lait\n")
