@@ -32,10 +32,12 @@
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
 #              judged by ar-s0
-#   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile
+#   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile. On one
+#              H200 at 6e7ae2b: 219-241 s of training; the compiled slots compile a pass per threshold (33-54 s)
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
-#              sampler's row (its table then has no vanilla row)
+#              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
+#              vanilla sampler only, no --profile: 275 s of training (GPU tests beside it), 96 s of benchmark
 # Every part starts by running its study's training stages, which skip what is finished: on a warm machine that
 # has them (/root/ck outlives a call) it goes straight to its own work, on a fresh one it retrains first. Each
 # stage runs under a deadline ($DEADLINE seconds after the start, default 570), and whatever finished is written
