@@ -12,10 +12,10 @@ import torch
 import sample
 from nanodllm import plots
 from nanodllm.tokenizer import get_tokenizer
+from tests.test_cuda_graphs import CUDA
 
 PROMPT = "Once upon a time"
 ROOT = Path(__file__).resolve().parents[1]
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
 QUICK = ["--init_from=random:tiny", "--max_new_tokens=6", "--block_size=4", "--device=cpu"]
 
 
