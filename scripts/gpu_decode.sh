@@ -34,6 +34,12 @@
 #              judged by ar-s0
 #   ts-bench   bench_sampler on the TinyStories seed-0 models (trained first if missing), without --profile. On one
 #              H200 at 6e7ae2b: 219-241 s of training; the compiled slots compile a pass per threshold (33-54 s)
+#   ts-long    does a longer fine-tune make the model sure of more tokens per pass? block_pad@ar fine-tuned for
+#              $LONG_ITERS iterations (default 1500: 6 passes over the data where the study's 500 make 2) from the
+#              same AR base in a study directory of its own, beside the study's 500-iteration seed-0 model; then the
+#              block sampler's curve (block_graphs, batch 1, 50 stories, thresholds 0.9, 0.5, 0.3, 0.7) of each.
+#              The 500-iteration curve runs while the long fine-tune trains: its tokens per pass and perplexity
+#              are the point, its tokens/s are not (the GPU is shared)
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -53,7 +59,7 @@
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-slots OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-long|ts-slots OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -127,6 +133,18 @@ case $PART in
   ts-bench)
     study tinystories tinystories ar,block_pad@ar base,finetune 0
     bench tinystories bench_tinystories
+    ;;
+  ts-long)  # the long fine-tune in the background, from the study's AR base and data (linked, as ls-shift)
+    study tinystories tinystories ar base 0
+    mkdir -p "$STUDIES/tinystories-long"
+    for d in base data; do ln -sfn "$STUDIES/tinystories/$d" "$STUDIES/tinystories-long/$d"; done
+    study tinystories tinystories-long block_pad@ar finetune 0 --finetune_flags=--max_iters="${LONG_ITERS:-1500}" &
+    study tinystories tinystories ar,block_pad@ar finetune 0
+    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.5,0.3,0.7"
+    bench tinystories curve_tinystories $curve
+    wait
+    bench tinystories curve_tinystories-long $curve \
+      --init_from="$STUDIES/tinystories-long/runs/block_pad@ar-s0"
     ;;
   ts-slots)  # as ls-slots, on every validation story
     study tinystories tinystories ar,block_pad@ar base,finetune 0
