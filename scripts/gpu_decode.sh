@@ -40,6 +40,10 @@
 #              block sampler's curve (block_graphs, batch 1, 50 stories, thresholds 0.9, 0.5, 0.3, 0.7) of each.
 #              The 500-iteration curve runs while the long fine-tune trains: its tokens per pass and perplexity
 #              are the point, its tokens/s are not (the GPU is shared)
+#   ts-distill block_pad@ar fine-tuned from the same AR base on the AR model's own greedy stories (data/distill.py:
+#              ar-s0 continues every training story's first sentence), in a study directory of its own; then the
+#              block sampler's curve at batch 1 (as ts-long) beside the AR model, then the compiled slots at 0.9.
+#              The judge is the teacher: its perplexities favour the student's text over the study model's
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -54,12 +58,14 @@
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
 # Run from the repo root with PYTHONPATH set to it, e.g. in a device call:
 #   scripts/gpu_decode.sh ts-study /root/ck/out; tar czf $OUT/out.tar.gz -C /root/ck out
-# A CPU rehearsal of the plumbing with tiny models (flags given later override earlier ones), a few minutes a part:
+# A CPU rehearsal of the plumbing with tiny models (flags given later override earlier ones; ts-distill also needs
+# DISTILL_FLAGS="--max_docs=64 --max_new_tokens=64 --batch_size=16", and a teacher that ends some stories), a few
+# minutes a part:
 #   STUDY_FLAGS="--tiny --num_samples=4 --base_flags=" BENCH_SAMPLERS=block,ar,llada \
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-long|ts-slots OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-long|ts-distill|ts-slots OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -69,6 +75,7 @@ DEADLINE=${DEADLINE:-570}
 STUDY_FLAGS=${STUDY_FLAGS:-}
 BENCH_SAMPLERS=${BENCH_SAMPLERS:-block_graphs,ar_graphs,llada_graphs}
 BENCH_FLAGS=${BENCH_FLAGS:-}
+DISTILL_FLAGS=${DISTILL_FLAGS:-}
 case $PART in ts-*) [ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA" >&2; exit 1; };; esac
 mkdir -p "$OUT"
 stamp() { echo "$1 $SECONDS s" | tee -a "$OUT/timings.txt"; }
@@ -145,6 +152,19 @@ case $PART in
     wait
     bench tinystories curve_tinystories-long $curve \
       --init_from="$STUDIES/tinystories-long/runs/block_pad@ar-s0"
+    ;;
+  ts-distill)
+    study tinystories tinystories ar base,finetune 0
+    timeout -s INT "$(left)" python data/distill.py --teacher="$STUDIES/tinystories/runs/ar-s0" --batch_size=1024 \
+      --data_dir="$STUDIES/tinystories/data/tinystories" --out_dir="$STUDIES/distilled" $DISTILL_FLAGS > "$OUT/distill.log" 2>&1
+    stamp "distill (exit $?)"
+    mkdir -p "$STUDIES/tinystories-distill"; ln -sfn "$STUDIES/tinystories/base" "$STUDIES/tinystories-distill/base"
+    study tinystories tinystories-distill block_pad@ar finetune 0 --data_source="$STUDIES/distilled"
+    student="--init_from=$STUDIES/tinystories-distill/runs/block_pad@ar-s0"
+    bench tinystories curve_tinystories-distill --samplers=block_graphs,ar_graphs --batch_sizes=1 --n_prompts=50 \
+      --thresholds=0.9,0.5,0.3,0.7 "$student"
+    bench tinystories slots_tinystories-distill --samplers=block_slots_compiled_graphs --batch_sizes=1 \
+      --n_prompts=50 --thresholds=0.9 "$student"
     ;;
   ts-slots)  # as ls-slots, on every validation story
     study tinystories tinystories ar,block_pad@ar base,finetune 0

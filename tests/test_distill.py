@@ -1,0 +1,116 @@
+"""data/distill.py: a causal teacher's greedy continuations of the training prompts, written as local text."""
+
+import importlib.util
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+
+from nanodllm.checkpoint import load_model, save_checkpoint
+from nanodllm.prepare import load_split, prepare, read_documents
+from nanodllm.sampler import generate
+from nanodllm.tokenizer import get_tokenizer
+from tests.conftest import tiny_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "data" / "distill.py"
+spec = importlib.util.spec_from_file_location("distill", SCRIPT)
+distill = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(distill)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A tiny causal checkpoint and a tiny bidirectional one (untrained)."""
+    root = tmp_path_factory.mktemp("teachers")
+    for attention in ("causal", "bidirectional"):
+        save_checkpoint(root / attention, 1, tiny_model(attention=attention), {}, {})
+    return root
+
+
+def run(capsys, *argv):
+    """distill.main's (exit message or None, stdout)."""
+    try:
+        distill.main([str(a) for a in argv])
+        message = None
+    except SystemExit as e:
+        message = str(e.code)
+    return message, capsys.readouterr().out
+
+
+def test_documents_keep_only_continuations_that_stop():
+    tok = get_tokenizer()
+    prompt = tok.encode("Tom had a red ball.")
+    ended, cut, empty = tok.encode(" He played.") + [tok.eos_id], tok.encode(" He ran and ran"), [tok.eos_id]
+    docs, dropped = distill.documents(tok, [prompt] * 3, [ended, cut, empty])
+    assert docs == ["Tom had a red ball. He played."] and dropped == 2
+
+
+def test_teacher_stories_are_its_greedy_decoding_in_prompt_order(tiny_data, teachers):
+    """Batched and in any order of prompt lengths, each continuation is what the sampler gives that prompt alone."""
+    model, _ = load_model(teachers / "causal")
+    prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(6)]
+    got = distill.teacher_stories(model, prompts, batch_size=4, max_new_tokens=8, cuda_graphs=False,
+                                  ctx=nullcontext())
+    alone = [generate("ar", model, [p], max_new_tokens=8)[0][0] for p in prompts]
+    assert got == alone and len({len(p) for p in prompts}) > 1
+
+
+def test_written_text_prepares_back_to_the_same_prompts_and_validation(tiny_data, teachers, tmp_path, capsys,
+                                                                       monkeypatch):
+    """The teacher is replaced by a fixed continuation (an untrained model never stops): one prompt in three gets
+    a continuation cut short, which is left out. Read back by prepare, every kept document starts with its
+    original prompt's tokens, and the validation documents are the original ones."""
+    tok = get_tokenizer()
+    ending = tok.encode(" The end.")
+
+    def fake_generate(name, model, prompts, **knobs):
+        assert name == "ar" and knobs["max_new_tokens"] == 16
+        return [ending + ([tok.eos_id] if len(p) % 3 else []) for p in prompts], None
+
+    monkeypatch.setattr(distill, "generate", fake_generate)
+    out = tmp_path / "distilled"
+    message, printed = run(capsys, f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}",
+                           f"--out_dir={out}", "--max_docs=20", "--batch_size=8", "--max_new_tokens=16")
+    assert message is None
+    prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(20)]
+    kept = [p for p in prompts if len(p) % 3]
+    assert 0 < len(kept) < len(prompts) and f"{len(prompts) - len(kept)} left out" in printed
+    assert read_documents(out / "train.txt.gz") == [tok.decode(p + ending) for p in kept]
+    val = load_split(tiny_data, "val")
+    assert read_documents(out / "valid.txt.gz") == [tok.decode(val.doc(i).tolist()[:-1]) for i in range(val.n_docs)]
+    prepare("tinystories", tmp_path / "prepared", source=out)
+    again = load_split(tmp_path / "prepared", "train")
+    assert [p for p, _ in again.prompt_pairs(len(kept))] == kept
+    assert again.doc(0).tolist() == kept[0] + ending + [tok.eos_id]
+    assert load_split(tmp_path / "prepared", "val").tokens.tolist() == val.tokens.tolist()
+
+
+def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path, capsys):
+    out = tmp_path / "distilled"
+    message, _ = run(capsys, f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={out}",
+                     "--max_docs=4", "--max_new_tokens=4")
+    assert message.startswith("error: none of the 4 continuations ended with EOS") and not out.exists()
+
+
+@pytest.mark.parametrize("case", ["diffusion teacher", "no teacher", "no data", "too long"])
+def test_bad_input_is_one_error_line(tiny_data, teachers, tmp_path, capsys, case):
+    args = {"diffusion teacher": (teachers / "bidirectional", tiny_data, 8),
+            "no teacher": (tmp_path / "nothing", tiny_data, 8),
+            "no data": (teachers / "causal", tmp_path / "nothing", 8),
+            "too long": (teachers / "causal", tiny_data, 1000)}[case]
+    message, _ = run(capsys, f"--teacher={args[0]}", f"--data_dir={args[1]}", f"--out_dir={tmp_path / 'out'}",
+                     "--max_docs=2", f"--max_new_tokens={args[2]}")
+    assert message.startswith("error: ") and "\n" not in message and not (tmp_path / "out").exists()
+    expected = {"diffusion teacher": "give a causal one", "no teacher": "nothing", "no data": "nothing",
+                "too long": "max_seq_len"}[case]
+    assert expected in message
+
+
+def test_runs_as_a_script(tiny_data, teachers, tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), f"--teacher={teachers / 'causal'}",
+                             f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}", "--max_docs=2",
+                             "--max_new_tokens=4"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("error: none of the 2 continuations")
+    assert "Traceback" not in result.stderr
