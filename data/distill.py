@@ -36,14 +36,17 @@ from nanodllm.tokenizer import get_tokenizer
 SEPARATOR = "\n<|endoftext|>\n"  # what ends every document in nanodllm/prepare.py's local text format
 
 
-def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, cuda_graphs: bool, ctx):
+def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, ctx):
     """The teacher's greedy continuation of every prompt (token lists, in order), EOS-trimmed as the samplers
-    return them: a continuation that stopped ends with the EOS id, one cut by max_new_tokens does not."""
+    return them: a continuation that stopped ends with the EOS id, one cut by max_new_tokens does not.
+
+    Eager passes, no CUDA graphs: with hundreds of rows per pass the GPU is busy enough that launching kernels
+    is not the cost, and the recordings would keep a KV cache for every batch's prompt length (9.4 GB each at
+    1024 rows of the gpt2 preset: they filled an H200 after 14 batches)."""
     out = [None] * len(prompts)
     for n, group in enumerate(batches(model, prompts, batch_size)):
         with ctx:
-            completions, _ = generate("ar", model, [prompts[i] for i in group], max_new_tokens=max_new_tokens,
-                                      cuda_graphs=cuda_graphs)
+            completions, _ = generate("ar", model, [prompts[i] for i in group], max_new_tokens=max_new_tokens)
         for i, completion in zip(group, completions):
             out[i] = completion
         print(f"batch {n + 1}: {sum(c is not None for c in out):,}/{len(prompts):,} prompts", flush=True)
@@ -92,8 +95,7 @@ def main(argv=None):
     print(f"teacher {args.teacher}: {len(prompts):,} first sentences of {args.data_dir}'s train split")
     try:
         continuations = teacher_stories(model, prompts, batch_size=args.batch_size,
-                                        max_new_tokens=args.max_new_tokens, cuda_graphs=device.type == "cuda",
-                                        ctx=autocast(device, args.dtype))
+                                        max_new_tokens=args.max_new_tokens, ctx=autocast(device, args.dtype))
     except ValueError as e:  # the sampler's checks, e.g. a canvas longer than the teacher was trained on
         sys.exit(f"error: {e}")
     docs, dropped = documents(tokenizer, prompts, continuations)

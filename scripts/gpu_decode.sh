@@ -156,6 +156,7 @@ case $PART in
   ts-distill)
     study tinystories tinystories ar base,finetune 0
     timeout -s INT "$(left)" python data/distill.py --teacher="$STUDIES/tinystories/runs/ar-s0" --batch_size=1024 \
+      --max_docs="${DISTILL_DOCS:-10240}" \
       --data_dir="$STUDIES/tinystories/data/tinystories" --out_dir="$STUDIES/distilled" $DISTILL_FLAGS > "$OUT/distill.log" 2>&1
     stamp "distill (exit $?)"
     mkdir -p "$STUDIES/tinystories-distill"; ln -sfn "$STUDIES/tinystories/base" "$STUDIES/tinystories-distill/base"

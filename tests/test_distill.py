@@ -51,8 +51,7 @@ def test_teacher_stories_are_its_greedy_decoding_in_prompt_order(tiny_data, teac
     """Batched and in any order of prompt lengths, each continuation is what the sampler gives that prompt alone."""
     model, _ = load_model(teachers / "causal")
     prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(6)]
-    got = distill.teacher_stories(model, prompts, batch_size=4, max_new_tokens=8, cuda_graphs=False,
-                                  ctx=nullcontext())
+    got = distill.teacher_stories(model, prompts, batch_size=4, max_new_tokens=8, ctx=nullcontext())
     alone = [generate("ar", model, [p], max_new_tokens=8)[0][0] for p in prompts]
     assert got == alone and len({len(p) for p in prompts}) > 1
 
