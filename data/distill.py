@@ -41,8 +41,8 @@ def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, ctx
     return them: a continuation that stopped ends with the EOS id, one cut by max_new_tokens does not.
 
     Eager passes, no CUDA graphs: with hundreds of rows per pass the GPU is busy enough that launching kernels
-    is not the cost, and the recordings would keep a KV cache for every batch's prompt length (9.4 GB each at
-    1024 rows of the gpt2 preset: they filled an H200 after 14 batches)."""
+    is not the cost, and the recordings would keep a KV cache for every batch's prompt length (2 x 9.4 GiB at
+    1024 rows of the gpt2 preset: they filled an H200 in the 11th batch)."""
     out = [None] * len(prompts)
     for n, group in enumerate(batches(model, prompts, batch_size)):
         with ctx:
