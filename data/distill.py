@@ -1,8 +1,9 @@
-"""Sequence-level distillation: the training stories rewritten by a teacher, as local text a run can train on.
+r"""Sequence-level distillation: the training stories rewritten by a teacher, as local text a run can train on.
 
     python data/distill.py --teacher=out/study-tinystories/runs/ar-s0 \
         --data_dir=out/study-tinystories/data/tinystories --out_dir=out/tinystories-distilled
-    python train.py config/study/tinystories_sft.py config/recipes/block_pad.py --data_source=out/tinystories-distilled ...
+    python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
+        --data_source=out/tinystories-distilled --init_from=...
 
 Why: a diffusion sampler commits a position once the model is sure of it, and on real stories it rarely is sure of
 two at once. Every first sentence has many good continuations, and a model trained on all of them spreads its
@@ -80,6 +81,10 @@ def main(argv=None):
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
                    help="autocast dtype on CUDA (the CPU runs float32)")
     args = p.parse_args(argv)
+    for name in ("max_docs", "batch_size", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be a positive integer, got {value}")
     try:
         train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
         device = pick_device(args.device, Dist())

@@ -40,10 +40,14 @@
 #              block sampler's curve (block_graphs, batch 1, 50 stories, thresholds 0.9, 0.5, 0.3, 0.7) of each.
 #              The 500-iteration curve runs while the long fine-tune trains: its tokens per pass and perplexity
 #              are the point, its tokens/s are not (the GPU is shared)
+#              On one H200 at 1b730c8: the study's models 253 s, the long fine-tune 303 s beside them, each curve
+#              35-130 s: the long one's ended at the deadline (585)
 #   ts-distill block_pad@ar fine-tuned from the same AR base on the AR model's own greedy stories (data/distill.py:
-#              ar-s0 continues every training story's first sentence), in a study directory of its own; then the
-#              block sampler's curve at batch 1 (as ts-long) beside the AR model, then the compiled slots at 0.9.
-#              The judge is the teacher: its perplexities favour the student's text over the study model's
+#              ar-s0 continues the first sentences of the first $DISTILL_DOCS training stories, default 10240), in a
+#              study directory of its own; then the block sampler's curve at batch 1 (as ts-long) beside the AR
+#              model, then the compiled slots at 0.9. The judge is the teacher: its perplexities favour the
+#              student's text over the study model's. On one H200 at cfc02e8: the AR models 178 s, distillation
+#              84 s, the fine-tune 128 s, the curve and AR 147 s; the deadline (580) cut the compiled slots' warm-up
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -156,8 +160,8 @@ case $PART in
   ts-distill)
     study tinystories tinystories ar base,finetune 0
     timeout -s INT "$(left)" python data/distill.py --teacher="$STUDIES/tinystories/runs/ar-s0" --batch_size=1024 \
-      --max_docs="${DISTILL_DOCS:-10240}" \
-      --data_dir="$STUDIES/tinystories/data/tinystories" --out_dir="$STUDIES/distilled" $DISTILL_FLAGS > "$OUT/distill.log" 2>&1
+      --max_docs="${DISTILL_DOCS:-10240}" --data_dir="$STUDIES/tinystories/data/tinystories" \
+      --out_dir="$STUDIES/distilled" $DISTILL_FLAGS > "$OUT/distill.log" 2>&1
     stamp "distill (exit $?)"
     mkdir -p "$STUDIES/tinystories-distill"; ln -sfn "$STUDIES/tinystories/base" "$STUDIES/tinystories-distill/base"
     study tinystories tinystories-distill block_pad@ar finetune 0 --data_source="$STUDIES/distilled"

@@ -113,3 +113,10 @@ def test_runs_as_a_script(tiny_data, teachers, tmp_path):
                              "--max_new_tokens=4"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith("error: none of the 2 continuations")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--max_docs=0", "--batch_size=0", "--max_new_tokens=-1"])
+def test_a_count_below_one_is_a_usage_error(tiny_data, teachers, tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}", flag])
+    assert e.value.code == 2 and f"{flag.split('=')[0]} must be a positive integer" in capsys.readouterr().err
