@@ -103,6 +103,11 @@ study() {  # dataset name recipes stages seeds [flags...]: study.py until the de
   stamp "study $name $stages (exit $?)"
 }
 
+share() {  # new from dir...: a study directory of its own that uses study `from`'s dirs (linked, not copied)
+  mkdir -p "$STUDIES/$1"
+  for d in "${@:3}"; do ln -sfn "$STUDIES/$2/$d" "$STUDIES/$1/$d"; done
+}
+
 bench() {  # dataset name [flags...]: the decoding table of its seed-0 models into OUT/name.*, until the deadline
   local runs=$STUDIES/$1/runs cap=${CAP[$1]} name=$2
   timeout -s INT "$(left)" python bench_sampler.py --init_from="$runs/block_pad@ar-s0" --ar_init_from="$runs/ar-s0" \
@@ -134,8 +139,7 @@ case $PART in
     ;;
   ls-shift)  # a study directory of its own that shares the AR base and the prepared data of the length suite's
     study lengthtask lengthtask ar base 0
-    mkdir -p "$STUDIES/lengthtask-shift"
-    for d in base data; do ln -sfn "$STUDIES/lengthtask/$d" "$STUDIES/lengthtask-shift/$d"; done
+    share lengthtask-shift lengthtask base data
     study lengthtask lengthtask-shift block_pad@ar base,finetune,eval,report 0 --finetune_flags=--output_shift=True
     ;;
   ts-study)
@@ -147,8 +151,7 @@ case $PART in
     ;;
   ts-long)  # the long fine-tune in the background, from the study's AR base and data (linked, as ls-shift)
     study tinystories tinystories ar base 0
-    mkdir -p "$STUDIES/tinystories-long"
-    for d in base data; do ln -sfn "$STUDIES/tinystories/$d" "$STUDIES/tinystories-long/$d"; done
+    share tinystories-long tinystories base data
     study tinystories tinystories-long block_pad@ar finetune 0 --finetune_flags=--max_iters="${LONG_ITERS:-1500}" &
     study tinystories tinystories ar,block_pad@ar finetune 0
     curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.5,0.3,0.7"
@@ -163,7 +166,7 @@ case $PART in
       --max_docs="${DISTILL_DOCS:-10240}" --data_dir="$STUDIES/tinystories/data/tinystories" \
       --out_dir="$STUDIES/distilled" $DISTILL_FLAGS > "$OUT/distill.log" 2>&1
     stamp "distill (exit $?)"
-    mkdir -p "$STUDIES/tinystories-distill"; ln -sfn "$STUDIES/tinystories/base" "$STUDIES/tinystories-distill/base"
+    share tinystories-distill tinystories base  # its own data: the teacher's stories
     study tinystories tinystories-distill block_pad@ar finetune 0 --data_source="$STUDIES/distilled"
     student="--init_from=$STUDIES/tinystories-distill/runs/block_pad@ar-s0"
     bench tinystories curve_tinystories-distill --samplers=block_graphs,ar_graphs --batch_sizes=1 --n_prompts=50 \
