@@ -4,6 +4,10 @@ r"""Sequence-level distillation: the training stories rewritten by a teacher, as
         --data_dir=out/study-tinystories/data/tinystories --out_dir=out/tinystories-distilled
     python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
         --data_source=out/tinystories-distilled --init_from=...
+    # self-distillation: a diffusion model's own stories, then that model fine-tuned on them (dParallel)
+    python data/distill.py --teacher=out/study-tinystories/runs/block_pad@ar-s0 --threshold=0.9 ...
+    python train.py config/study/tinystories_sft.py config/recipes/block_pad.py --data_source=... \
+        --init_from=out/study-tinystories/runs/block_pad@ar-s0 --certainty_weight=2
 
 Why: a diffusion sampler commits a position once the model is sure of it, and on real stories it rarely is sure of
 two at once. Every first sentence has many good continuations, and a model trained on all of them spreads its
@@ -12,9 +16,11 @@ confident sampler takes about one token per pass. Non-autoregressive translation
 on a teacher's outputs instead of the references (Kim & Rush 2016, Gu et al. 2018): one continuation per prompt,
 the one the teacher finds likeliest, so the student can be sure of more of it at once.
 
-The teacher is a causal model (the AR baseline): each training document's first sentence (its prompt, as
-nanodllm/prepare.py splits it) is continued by greedy decoding with the KV cache, and the document written out is
-the prompt's text followed by the teacher's. A continuation that does not end with EOS within --max_new_tokens,
+The teacher continues each training document's first sentence (its prompt, as nanodllm/prepare.py splits it), and
+the document written out is the prompt's text followed by the teacher's. A causal teacher (the AR baseline)
+decodes greedily with the KV cache. A diffusion teacher decodes as its users would, with the block sampler at
+--threshold: self-distillation, the first half of dParallel (Chen et al. 2025), whose second half is the loss a
+student fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with EOS within --max_new_tokens,
 or is empty, is left out (the student learns where stories stop from these), and so is a document without a
 prompt. The validation split is written back unchanged, so validation losses compare with the original data's.
 The output is a folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz.
@@ -37,17 +43,21 @@ from nanodllm.tokenizer import get_tokenizer
 SEPARATOR = "\n<|endoftext|>\n"  # what ends every document in nanodllm/prepare.py's local text format
 
 
-def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, ctx):
-    """The teacher's greedy continuation of every prompt (token lists, in order), EOS-trimmed as the samplers
-    return them: a continuation that stopped ends with the EOS id, one cut by max_new_tokens does not.
+def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, threshold: float, ctx):
+    """The teacher's continuation of every prompt (token lists, in order), EOS-trimmed as the samplers return
+    them: a continuation that stopped ends with the EOS id, one cut by max_new_tokens does not. A causal teacher
+    decodes greedily ("ar"), any other with the block sampler at `threshold` ("block", greedy too).
 
     Eager passes, no CUDA graphs: with hundreds of rows per pass the GPU is busy enough that launching kernels
     is not the cost, and the recordings would keep a KV cache for every batch's prompt length (2 x 9.4 GiB at
     1024 rows of the gpt2 preset: they filled an H200 in the 11th batch)."""
+    causal = model.config.attention == "causal"
+    sampler, knobs = ("ar", {}) if causal else ("block", dict(threshold=threshold))
     out = [None] * len(prompts)
-    for n, group in enumerate(batches(model, prompts, batch_size)):
+    for n, group in enumerate(batches(model, prompts, batch_size, block_aligned=not causal)):
         with ctx:
-            completions, _ = generate("ar", model, [prompts[i] for i in group], max_new_tokens=max_new_tokens)
+            completions, _ = generate(sampler, model, [prompts[i] for i in group], max_new_tokens=max_new_tokens,
+                                      **knobs)
         for i, completion in zip(group, completions):
             out[i] = completion
         print(f"batch {n + 1}: {sum(c is not None for c in out):,}/{len(prompts):,} prompts", flush=True)
@@ -69,14 +79,17 @@ def write_text(path: Path, docs: list[str]):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Rewrite a prepared dataset's training documents with a causal teacher.")
-    p.add_argument("--teacher", required=True, help="a causal (AR) checkpoint, e.g. a study's runs/ar-s0")
+    p = argparse.ArgumentParser(description="Rewrite a prepared dataset's training documents with a teacher.")
+    p.add_argument("--teacher", required=True, help="a checkpoint: causal (e.g. a study's runs/ar-s0), or a "
+                   "diffusion model, which then writes its own training text (self-distillation)")
     p.add_argument("--data_dir", required=True, help="prepared data (nanodllm/prepare.py): train's first sentences "
                    "are the prompts, val is copied")
     p.add_argument("--out_dir", required=True, help="the folder of local text to write (train/valid.txt.gz)")
     p.add_argument("--max_docs", type=int, default=None, help="rewrite at most this many training documents")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--max_new_tokens", type=int, default=512)
+    p.add_argument("--threshold", type=float, default=0.9, help="a diffusion teacher's block sampler commits what "
+                   "it is this sure of")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
                    help="autocast dtype on CUDA (the CPU runs float32)")
@@ -91,8 +104,6 @@ def main(argv=None):
         model, _ = load_model(args.teacher, device)
     except (DataError, CheckpointError, ConfigError) as e:
         sys.exit(f"error: {e}")
-    if model.config.attention != "causal":
-        sys.exit(f"error: the teacher {args.teacher} is a {model.config.attention} model; give a causal one")
     model = inference_weights(model, device, args.dtype)
     tokenizer = get_tokenizer()
     pairs = train.prompt_pairs(args.max_docs or train.n_docs)
@@ -100,7 +111,8 @@ def main(argv=None):
     print(f"teacher {args.teacher}: {len(prompts):,} first sentences of {args.data_dir}'s train split")
     try:
         continuations = teacher_stories(model, prompts, batch_size=args.batch_size,
-                                        max_new_tokens=args.max_new_tokens, ctx=autocast(device, args.dtype))
+                                        max_new_tokens=args.max_new_tokens, threshold=args.threshold,
+                                        ctx=autocast(device, args.dtype))
     except ValueError as e:  # the sampler's checks, e.g. a canvas longer than the teacher was trained on
         sys.exit(f"error: {e}")
     docs, dropped = documents(tokenizer, prompts, continuations)

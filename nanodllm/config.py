@@ -50,6 +50,8 @@ class TrainConfig:
     overlong: str = "drop"  # eos_pad, packing=best_fit: a sample longer than a row is dropped or truncated
     packing: str = "stream"  # packed rows: samples back to back, straddling rows (dLLM-Var) | best_fit (kept whole)
     attention_scope: str = "row"  # packed rows: attend across the whole row (dLLM-Var) | only within the sample
+    certainty_weight: float = 0.0  # dParallel's certainty forcing: weight of the entropy where it is right; 0 = off
+    certainty_temperature: float = 0.5  # the temperature of that entropy (recipes.certainty_forcing)
     prompt_max_tokens: int = 64  # preparing data: a longer first sentence is not used as a prompt
     # model
     model: str = "tiny"  # a preset of nanodllm.model.PRESETS

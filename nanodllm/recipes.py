@@ -42,6 +42,10 @@ packing="best_fit" is another ablation of packing (nanodllm/data.py): samples ar
 and no EOS is ever trained without the prompt that fixes its length, which "stream" packing (dLLM-Var's) does
 to every sample that straddles two rows. It brings a cue of its own: rows then often end exactly at an EOS, and
 a row-attention model learns to put EOS at the end of what it sees (docs/study.md).
+
+certainty_weight > 0 adds a term to any recipe's training loss, not a layout: dParallel's certainty forcing
+(certainty_forcing below), meant for a model fine-tuned on its own outputs so that it becomes sure of more
+positions per pass (docs/speed.md).
 """
 
 from dataclasses import dataclass
@@ -72,6 +76,9 @@ def loader_options(cfg: TrainConfig) -> dict:
                          f"eos_random), not {cfg.recipe!r}")
     if not 0 < cfg.t_min <= cfg.t_max <= 1:
         raise ValueError(f"noise levels need 0 < t_min <= t_max <= 1, got t_min={cfg.t_min}, t_max={cfg.t_max}")
+    if cfg.certainty_weight < 0 or cfg.certainty_temperature <= 0:
+        raise ValueError(f"certainty forcing needs certainty_weight >= 0 and certainty_temperature > 0, got "
+                         f"{cfg.certainty_weight} and {cfg.certainty_temperature}")
     if cfg.pad_masked_perc >= 1:
         raise ValueError(f"pad_masked_perc is a share of the masked tokens, below 1; got {cfg.pad_masked_perc}")
     if cfg.packing not in PACKINGS:
@@ -283,13 +290,41 @@ def nll_bound_examples(cfg: TrainConfig, batch: Batch, t, noise) -> list[Example
     return [_layout(cfg, ex, batch.tokens) for ex in examples]
 
 
-def loss_sum(model, ex: Example):
-    """sum over loss positions of weight * cross-entropy. Logits only where they are scored."""
-    logits = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)  # (N, V)
+def scored_logits(model, ex: Example):
+    """(N, V) the logits at the N loss positions only: the output head skips the rest."""
+    return model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask, logits_at=ex.loss_mask)
+
+
+def loss_sum(model, ex: Example, logits=None):
+    """sum over loss positions of weight * cross-entropy (logits: scored_logits, if already computed)."""
+    logits = scored_logits(model, ex) if logits is None else logits  # (N, V)
     ce = F.cross_entropy(logits.float(), ex.targets[ex.loss_mask], reduction="none")  # (N,)
     return (ce * ex.weights[ex.loss_mask]).sum()
 
 
-def compute_loss(model, ex: Example):
-    """The training loss: loss_sum / normalizer."""
-    return loss_sum(model, ex) / ex.normalizer.clamp(min=1)
+def certainty_forcing(logits, targets, temperature: float, counted=None):
+    """dParallel's certainty forcing (Chen et al. 2025): the mean entropy of softmax(logits / temperature) over
+    the positions where the model already predicts the target (its argmax), to be minimised beside the
+    cross-entropy. counted (N,) bool: the positions that may count (default all).
+
+    Why: a threshold sampler commits a position once the model is sure of it, and a model trained on its own
+    outputs (data/distill.py with a diffusion teacher) is often right long before it is sure. Lowering the entropy
+    where it is right makes it sure sooner, of several positions in one pass; where it is wrong only the
+    cross-entropy acts, since forcing certainty there would make it sure of a mistake. The temperature below 1
+    sharpens the distribution the entropy is taken of (dParallel uses 0.5)."""
+    logits = logits.float()
+    right = logits.argmax(dim=-1) == targets  # (N,)
+    if counted is not None:
+        right &= counted
+    logp = F.log_softmax(logits / temperature, dim=-1)  # (N, V)
+    entropy = -(logp.exp() * logp).sum(dim=-1)  # (N,)
+    return torch.where(right, entropy, 0.0).sum() / right.sum().clamp(min=1)
+
+
+def compute_loss(model, ex: Example, certainty_weight: float = 0.0, certainty_temperature: float = 0.5):
+    """The training loss: loss_sum / normalizer, plus certainty_weight x certainty_forcing when it is on."""
+    logits = scored_logits(model, ex)  # (N, V)
+    loss = loss_sum(model, ex, logits) / ex.normalizer.clamp(min=1)
+    if certainty_weight:
+        loss = loss + certainty_weight * certainty_forcing(logits, ex.targets[ex.loss_mask], certainty_temperature)
+    return loss

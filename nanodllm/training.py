@@ -1,6 +1,7 @@
 """The pieces of training that train.py and bench.py share: data, model, optimizer, schedule, evaluation."""
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def loss_function(cfg: TrainConfig):
     in bf16) are a second graph; that warms up in about two minutes on the 1B preset."""
     if cfg.loss_gather not in LOSS_GATHERS:
         raise ConfigError(f"loss_gather must be one of {LOSS_GATHERS}, got {cfg.loss_gather!r}")
-    loss = dense_loss if cfg.loss_gather == "dense" else recipes.compute_loss
+    loss = functools.partial(dense_loss if cfg.loss_gather == "dense" else recipes.compute_loss,
+                             certainty_weight=cfg.certainty_weight, certainty_temperature=cfg.certainty_temperature)
     if cfg.compile:
         torch._dynamo.config.capture_dynamic_output_shape_ops = not cfg.fp8
         loss = torch.compile(loss, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
@@ -83,13 +85,18 @@ def loss_function(cfg: TrainConfig):
     return lambda model, ex: loss(model, dataclasses.replace(ex, loss_mask=ex.loss_mask.nonzero(as_tuple=True)))
 
 
-def dense_loss(model, ex: recipes.Example):
+def dense_loss(model, ex: recipes.Example, certainty_weight: float = 0.0, certainty_temperature: float = 0.5):
     """recipes.compute_loss with the output head at every position: the cross-entropy of every position, weighted
     by the loss mask, so no shape depends on the data."""
-    logits = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask)  # (B, T, V)
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), ex.targets.flatten(), reduction="none")  # (B * T,)
+    logits = model(ex.inputs, positions=ex.positions, attn_mask=ex.attn_mask).flatten(0, 1)  # (B * T, V)
+    targets = ex.targets.flatten()  # (B * T,)
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")  # (B * T,)
     weights = torch.where(ex.loss_mask, ex.weights, 0.0).flatten()  # (B * T,)
-    return (ce * weights).sum() / ex.normalizer.clamp(min=1)
+    loss = (ce * weights).sum() / ex.normalizer.clamp(min=1)
+    if certainty_weight:
+        loss = loss + certainty_weight * recipes.certainty_forcing(logits, targets, certainty_temperature,
+                                                                   counted=ex.loss_mask.flatten())
+    return loss
 
 
 def configure_optimizer(model, cfg: TrainConfig, device: torch.device):

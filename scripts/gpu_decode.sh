@@ -48,6 +48,13 @@
 #              model, then the compiled slots at 0.9. The judge is the teacher: its perplexities favour the
 #              student's text over the study model's. On one H200 at cfc02e8: the AR models 178 s, distillation
 #              84 s, the fine-tune 128 s, the curve and AR 147 s; the deadline (580) cut the compiled slots' warm-up
+#   ts-self    self-distillation (dParallel): the study's block_pad@ar-s0 writes its own stories (data/distill.py,
+#              the block sampler at 0.9, the first $DISTILL_DOCS training first sentences, default 8192), then is
+#              fine-tuned on them ($SELF_ITERS steps, default 250) once per certainty weight in $SELF_WEIGHTS
+#              (default 0,2: the stories alone, and dParallel's certainty forcing); then the curve (block_graphs,
+#              batch 1, 50 stories, 0.9 to 0.3) of the teacher (with the AR model's row) and of each student, side
+#              by side: their tokens per pass and perplexities are the point, not their tokens/s. The judge
+#              (ar-s0) is not the teacher here. Restartable: what a warm machine holds is not done again
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -69,7 +76,7 @@
 #   BENCH_FLAGS="--n_prompts=2 --batch_sizes=1 --max_new_tokens=16 --llada_gen_length=16 --llada_steps=16 \
 #   --llada_block_length=16" STUDIES=/tmp/decode scripts/gpu_decode.sh ts-bench /tmp/decode/out ../shared/data/tinystories
 set -uo pipefail
-usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-long|ts-distill|ts-slots OUT [DATA]"
+usage="usage: scripts/gpu_decode.sh ls-bench|ls-curve|ls-slots|ls-shift|ts-study|ts-bench|ts-long|ts-distill|ts-self|ts-slots OUT [DATA]"
 PART=${1:?$usage}
 OUT=${2:?$usage}
 DATA=${3:-.device/data/tinystories}
@@ -80,6 +87,9 @@ STUDY_FLAGS=${STUDY_FLAGS:-}
 BENCH_SAMPLERS=${BENCH_SAMPLERS:-block_graphs,ar_graphs,llada_graphs}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 DISTILL_FLAGS=${DISTILL_FLAGS:-}
+SELF_WEIGHTS=${SELF_WEIGHTS:-0,2}  # ts-self: the certainty weights of its students
+SELF_ITERS=${SELF_ITERS:-250}  # ts-self: each student's fine-tuning steps
+SELF_FLAGS=${SELF_FLAGS:-}  # ts-self: train.py's flags (config files too) for the students
 case $PART in ts-*) [ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA" >&2; exit 1; };; esac
 mkdir -p "$OUT"
 stamp() { echo "$1 $SECONDS s" | tee -a "$OUT/timings.txt"; }
@@ -173,6 +183,31 @@ case $PART in
       --thresholds=0.9,0.5,0.3,0.7 "$student"
     bench tinystories slots_tinystories-distill --samplers=block_slots_compiled_graphs --batch_sizes=1 \
       --n_prompts=50 --thresholds=0.9 "$student"
+    ;;
+  ts-self)  # self-distillation and certainty forcing (dParallel): the study's model writes its own stories, is
+    # fine-tuned on them with each certainty weight in $SELF_WEIGHTS, and each curve runs beside the others
+    study tinystories tinystories ar,block_pad@ar base,finetune 0
+    teacher=$STUDIES/tinystories/runs/block_pad@ar-s0
+    [ -f "$STUDIES/self-distilled/train.txt.gz" ] || {
+      timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
+        --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
+        --out_dir="$STUDIES/self-distilled" $DISTILL_FLAGS > "$OUT/self-distill.log" 2>&1
+      stamp "self-distill (exit $?)"; }
+    for w in ${SELF_WEIGHTS//,/ }; do  # side by side on the one GPU; each its own prepared copy of the data
+      run=$STUDIES/tinystories-self/runs/cf$w
+      timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
+        $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="$STUDIES/self-distilled" \
+        --data_dir="$STUDIES/tinystories-self/data-cf$w" --out_dir="$run" --max_iters="$SELF_ITERS" \
+        --certainty_weight="$w" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-cf$w.log" 2>&1 &
+    done
+    wait
+    stamp "students ${SELF_WEIGHTS}"
+    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.7,0.5,0.3"
+    bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
+    for w in ${SELF_WEIGHTS//,/ }; do
+      bench tinystories "curve_tinystories-cf$w" $curve --init_from="$STUDIES/tinystories-self/runs/cf$w" &
+    done
+    wait
     ;;
   ts-slots)  # as ls-slots, on every validation story
     study tinystories tinystories ar,block_pad@ar base,finetune 0

@@ -1,4 +1,5 @@
-"""data/distill.py: a causal teacher's greedy continuations of the training prompts, written as local text."""
+"""data/distill.py: a teacher's continuations of the training prompts (a causal one's greedy decoding, a diffusion
+one's block sampler), written as local text."""
 
 import importlib.util
 import subprocess
@@ -22,9 +23,9 @@ spec.loader.exec_module(distill)
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    """A tiny causal checkpoint and a tiny bidirectional one (untrained)."""
+    """Tiny checkpoints (untrained): causal, and two diffusion models."""
     root = tmp_path_factory.mktemp("teachers")
-    for attention in ("causal", "bidirectional"):
+    for attention in ("causal", "bidirectional", "block_causal"):
         save_checkpoint(root / attention, 1, tiny_model(attention=attention), {}, {})
     return root
 
@@ -47,12 +48,14 @@ def test_documents_keep_only_continuations_that_stop():
     assert docs == ["Tom had a red ball. He played."] and dropped == 2
 
 
-def test_teacher_stories_are_its_greedy_decoding_in_prompt_order(tiny_data, teachers):
-    """Batched and in any order of prompt lengths, each continuation is what the sampler gives that prompt alone."""
-    model, _ = load_model(teachers / "causal")
+@pytest.mark.parametrize("teacher, sampler", [("causal", "ar"), ("block_causal", "block")])
+def test_teacher_stories_are_its_own_decoding_in_prompt_order(tiny_data, teachers, teacher, sampler):
+    """Batched and in any order of prompt lengths, each continuation is what the teacher's sampler gives that
+    prompt alone: the AR model's greedy decoding, a diffusion model's block sampler at the threshold."""
+    model, _ = load_model(teachers / teacher)
     prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(6)]
-    got = distill.teacher_stories(model, prompts, batch_size=4, max_new_tokens=8, ctx=nullcontext())
-    alone = [generate("ar", model, [p], max_new_tokens=8)[0][0] for p in prompts]
+    got = distill.teacher_stories(model, prompts, batch_size=4, max_new_tokens=8, threshold=0.5, ctx=nullcontext())
+    alone = [generate(sampler, model, [p], max_new_tokens=8, threshold=0.5)[0][0] for p in prompts]
     assert got == alone and len({len(p) for p in prompts}) > 1
 
 
@@ -86,24 +89,25 @@ def test_written_text_prepares_back_to_the_same_prompts_and_validation(tiny_data
     assert load_split(tmp_path / "prepared", "val").tokens.tolist() == val.tokens.tolist()
 
 
-def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path, capsys):
+@pytest.mark.parametrize("teacher", ["causal", "bidirectional"])
+def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path, capsys, teacher):
     out = tmp_path / "distilled"
-    message, _ = run(capsys, f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={out}",
+    message, _ = run(capsys, f"--teacher={teachers / teacher}", f"--data_dir={tiny_data}", f"--out_dir={out}",
                      "--max_docs=4", "--max_new_tokens=4")
     assert message.startswith("error: none of the 4 continuations ended with EOS") and not out.exists()
 
 
-@pytest.mark.parametrize("case", ["diffusion teacher", "no teacher", "no data", "too long"])
+@pytest.mark.parametrize("case", ["no teacher", "no data", "too long", "threshold"])
 def test_bad_input_is_one_error_line(tiny_data, teachers, tmp_path, capsys, case):
-    args = {"diffusion teacher": (teachers / "bidirectional", tiny_data, 8),
-            "no teacher": (tmp_path / "nothing", tiny_data, 8),
-            "no data": (teachers / "causal", tmp_path / "nothing", 8),
-            "too long": (teachers / "causal", tiny_data, 1000)}[case]
+    args = {"no teacher": (tmp_path / "nothing", tiny_data, 8, 0.9),
+            "no data": (teachers / "causal", tmp_path / "nothing", 8, 0.9),
+            "too long": (teachers / "causal", tiny_data, 1000, 0.9),
+            "threshold": (teachers / "block_causal", tiny_data, 8, 1.5)}[case]
     message, _ = run(capsys, f"--teacher={args[0]}", f"--data_dir={args[1]}", f"--out_dir={tmp_path / 'out'}",
-                     "--max_docs=2", f"--max_new_tokens={args[2]}")
+                     "--max_docs=2", f"--max_new_tokens={args[2]}", f"--threshold={args[3]}")
     assert message.startswith("error: ") and "\n" not in message and not (tmp_path / "out").exists()
-    expected = {"diffusion teacher": "give a causal one", "no teacher": "nothing", "no data": "nothing",
-                "too long": "max_seq_len"}[case]
+    expected = {"no teacher": "nothing", "no data": "nothing", "too long": "max_seq_len",
+                "threshold": "threshold must be in [0, 1]"}[case]
     assert expected in message
 
 

@@ -90,6 +90,60 @@ def test_loss_equals_a_direct_computation():
         assert math.isclose(recipes.compute_loss(model, ex).item(), expected, rel_tol=1e-4)
 
 
+def entropy(logits, temperature):
+    p = torch.softmax(logits / temperature, dim=-1)
+    return -(p * p.log()).sum(dim=-1)
+
+
+def test_certainty_forcing_is_the_mean_entropy_where_the_model_is_right():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 4.0], [0.5, 0.0, 0.0]])
+    targets = torch.tensor([0, 0, 2, 0])  # right, wrong, right, right
+    for temperature in (1.0, 0.5):
+        h = entropy(logits, temperature)
+        got = recipes.certainty_forcing(logits, targets, temperature)
+        assert math.isclose(got.item(), (h[0] + h[2] + h[3]).item() / 3, rel_tol=1e-6)
+        counted = torch.tensor([True, True, False, True])
+        got = recipes.certainty_forcing(logits, targets, temperature, counted=counted)
+        assert math.isclose(got.item(), (h[0] + h[3]).item() / 2, rel_tol=1e-6)
+    assert recipes.certainty_forcing(logits, torch.tensor([1, 0, 0, 1]), 0.5).item() == 0.0  # never right: 0
+
+
+def test_certainty_forcing_sharpens_right_positions_and_leaves_wrong_ones_alone():
+    """Its gradient is zero where the model is wrong, and a step against it lowers the entropy where it is right."""
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    targets = logits.detach().argmax(dim=-1)
+    targets[3:] = (targets[3:] + 1) % 10  # the last three are wrong
+    recipes.certainty_forcing(logits, targets, 0.5).backward()
+    assert logits.grad[3:].abs().sum() == 0 and logits.grad[:3].abs().sum() > 0
+    stepped = logits.detach() - 0.1 * logits.grad
+    assert (entropy(stepped[:3], 0.5) < entropy(logits.detach()[:3], 0.5)).all()
+    assert (stepped.argmax(dim=-1)[:3] == targets[:3]).all()
+
+
+def test_compute_loss_adds_the_certainty_term_to_the_recipes_loss():
+    model = tiny_model().eval()
+    batch = packed_batch(rows=3, seq_len=40)
+    ex = recipes.make_example(cfg(recipe="dllm_var"), batch, 0, torch.Generator().manual_seed(3))
+    logits = model(ex.inputs)[ex.loss_mask]  # (N, V)
+    # make half the scored targets the model's own prediction, so the term has positions to count
+    targets = ex.targets.clone()
+    right = targets[ex.loss_mask]
+    right[::2] = logits.argmax(dim=-1)[::2]
+    targets[ex.loss_mask] = right
+    ex.targets = targets
+    plain = recipes.compute_loss(model, ex)
+    assert math.isclose(plain.item(), (recipes.loss_sum(model, ex) / ex.normalizer).item(), rel_tol=1e-6)
+    forced = recipes.compute_loss(model, ex, certainty_weight=2.0, certainty_temperature=0.5)
+    term = recipes.certainty_forcing(logits, right, 0.5)
+    assert term > 0 and math.isclose((forced - plain).item(), 2.0 * term.item(), rel_tol=1e-4)
+
+
+def test_certainty_settings_are_checked():
+    for weight, temperature in ((-1.0, 0.5), (1.0, 0.0)):
+        with pytest.raises(ValueError, match="certainty forcing needs"):
+            recipes.loader_options(cfg(certainty_weight=weight, certainty_temperature=temperature))
+
+
 def pad_batch(rows=8, seq_len=64, text_len=40, fill=EOS_ID):
     tokens = torch.randint(0, 50000, (rows, seq_len))
     tokens[:, text_len - 1] = EOS_ID

@@ -1,6 +1,7 @@
 """nanodllm/training.py: the validation bound's fixed grid, the trained length, the data seed, the loss's
 gather levers."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -88,10 +89,12 @@ def test_training_seeds_share_the_held_out_prompts(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("recipe, extra", [("pretrain", {}), ("dllm_var", dict(attention_scope="sample")),
-                                           ("block_diffusion", {})])
+                                           ("block_diffusion", {}), ("block_pad", dict(certainty_weight=2.0))])
 def test_every_loss_gather_gives_the_same_loss_and_gradients(tiny_data, recipe, extra):
     """The speed levers of loss_function change how the masked positions are found, never the numbers: the
-    indices of the mask, or the head at every position weighted by the mask, give the mask's loss and gradients."""
+    indices of the mask, or the head at every position weighted by the mask, give the mask's loss and gradients.
+    With certainty forcing on, a third of the scored targets are made the model's own prediction, so that its
+    term counts positions (an untrained model is otherwise never right)."""
     split = load_split(tiny_data, "train")
     results = {}
     for gather in ("mask", "indices", "dense"):
@@ -100,7 +103,16 @@ def test_every_loss_gather_gives_the_same_loss_and_gradients(tiny_data, recipe, 
         example = recipes.make_example(cfg, batch, 0, torch.Generator().manual_seed(0))
         torch.manual_seed(0)
         model = build_model(cfg)
+        if cfg.certainty_weight:
+            with torch.no_grad():
+                predicted = recipes.scored_logits(model, example).argmax(dim=-1)  # (N,)
+            targets = example.targets[example.loss_mask]
+            targets[::3] = predicted[::3]
+            example.targets[example.loss_mask] = targets
+            plain = loss_function(dataclasses.replace(cfg, certainty_weight=0.0))(model, example)
         loss = loss_function(cfg)(model, example)
+        if cfg.certainty_weight:
+            assert loss > plain  # the term is on, and counts the positions made right
         loss.backward()
         results[gather] = loss.item(), [p.grad.clone() for p in model.parameters()]
     plain_loss, plain_grads = results["mask"]
