@@ -148,7 +148,7 @@ def test_fine_tune_from_a_checkpoint(tmp_path, tiny_data):
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch):
     run(tmp_path, tiny_data, "--max_iters=5", "--eval_interval=5")
     real = recipes.compute_loss
-    monkeypatch.setattr(recipes, "compute_loss", lambda model, ex: real(model, ex) * float("nan"))
+    monkeypatch.setattr(recipes, "compute_loss", lambda model, ex, **terms: real(model, ex, **terms) * float("nan"))
     with pytest.raises(train.NonFiniteLoss, match="last good checkpoint"):
         run(tmp_path, tiny_data, "--max_iters=10", "--eval_interval=5", "--resume")
     assert (tmp_path / "out" / "latest.json").read_text().count("ckpt_0000005") == 1
