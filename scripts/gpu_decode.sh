@@ -52,9 +52,12 @@
 #              the block sampler at 0.9, the first $DISTILL_DOCS training first sentences, default 8192), then is
 #              fine-tuned on them ($SELF_ITERS steps, default 250) once per certainty weight in $SELF_WEIGHTS
 #              (default 0,2: the stories alone, and dParallel's certainty forcing); then the curve (block_graphs,
-#              batch 1, 50 stories, 0.9 to 0.3) of the teacher (with the AR model's row) and of each student, side
-#              by side: their tokens per pass and perplexities are the point, not their tokens/s. The judge
-#              (ar-s0) is not the teacher here. Restartable: what a warm machine holds is not done again
+#              batch 1, 50 stories, 0.9 to 0.3) of the teacher (with the AR model's row; it runs beside the
+#              distillation and training) and of each student, side by side: their tokens per pass and
+#              perplexities are the point, not their tokens/s. The judge (ar-s0) is not the teacher here.
+#              Restartable: what a warm machine holds is not done again. On one H200 at c46d264: the study 273 s,
+#              the distillation 145 s (7,253 of 8,192 stories ended), the two students 100 s; the deadline (585)
+#              cut the three curves, then run after the students
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -188,22 +191,28 @@ case $PART in
     # fine-tuned on them with each certainty weight in $SELF_WEIGHTS, and each curve runs beside the others
     study tinystories tinystories ar,block_pad@ar base,finetune 0
     teacher=$STUDIES/tinystories/runs/block_pad@ar-s0
+    done_before() { grep -q "^$1 (exit 0)" "$OUT/timings.txt" 2>/dev/null; }  # a stage a warm machine finished
+    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.7,0.5,0.3"
+    # the teacher's curve needs only the study's model: it runs beside the distillation and the students' training
+    done_before "bench curve_tinystories-teacher" ||
+      bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
     [ -f "$STUDIES/self-distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
         --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
         --out_dir="$STUDIES/self-distilled" $DISTILL_FLAGS > "$OUT/self-distill.log" 2>&1
       stamp "self-distill (exit $?)"; }
+    students=()
     for w in ${SELF_WEIGHTS//,/ }; do  # side by side on the one GPU; each its own prepared copy of the data
       run=$STUDIES/tinystories-self/runs/cf$w
-      timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
-        $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="$STUDIES/self-distilled" \
-        --data_dir="$STUDIES/tinystories-self/data-cf$w" --out_dir="$run" --max_iters="$SELF_ITERS" \
-        --certainty_weight="$w" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-cf$w.log" 2>&1 &
+      done_before "student cf$w" && continue
+      { timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
+          $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="$STUDIES/self-distilled" \
+          --data_dir="$STUDIES/tinystories-self/data-cf$w" --out_dir="$run" --max_iters="$SELF_ITERS" \
+          --certainty_weight="$w" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-cf$w.log" 2>&1
+        stamp "student cf$w (exit $?)"; } &
+      students+=($!)
     done
-    wait
-    stamp "students ${SELF_WEIGHTS}"
-    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.7,0.5,0.3"
-    bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
+    [ ${#students[@]} -eq 0 ] || wait "${students[@]}"  # (wait with no pid would wait for the teacher's curve too)
     for w in ${SELF_WEIGHTS//,/ }; do
       bench tinystories "curve_tinystories-cf$w" $curve --init_from="$STUDIES/tinystories-self/runs/cf$w" &
     done
