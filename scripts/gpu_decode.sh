@@ -56,9 +56,11 @@
 #              distillation and training) and of each student, side by side: their tokens per pass and
 #              perplexities are the point, not their tokens/s; then, alone on the GPU, each student's compiled
 #              slots at 0.9 beside the AR model (tokens/s). The judge (ar-s0) is not the teacher here.
-#              Restartable: what a warm machine holds is not done again. On one H200 at c46d264: the study 273 s,
-#              the distillation 145 s (7,253 of 8,192 stories ended), the two students 100 s; the deadline (585)
-#              cut the three curves, then run after the students
+#              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
+#              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
+#              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
+#              and twice the machine was taken back before the next (docs/speed.md). With DISTILL_DOCS=4096
+#              SELF_ITERS=125 the students are done at 336 s
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
