@@ -46,7 +46,7 @@ def summarize(kernels, steps: int, top: int = 10, gaps: int = 5) -> dict:
     around them."""
     kernels = sorted(kernels, key=lambda k: k[1])
     per_kind, by_name, launches = {"matmul": 0.0, "attention": 0.0, "other": 0.0}, {}, {}
-    idle, gap_list, busy_until = 0.0, [], None
+    idle, gap_list, busy_until, previous = 0.0, [], None, None  # previous: the kernel that ran until busy_until
     for name, start, end in kernels:
         per_kind[kind(name)] += end - start
         by_name[name] = by_name.get(name, 0.0) + end - start

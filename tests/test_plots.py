@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from nanodllm import plots, recipes
-from nanodllm.config import TrainConfig
 from nanodllm.data import Batch
 from nanodllm.tokenizer import EOS_ID, MASK_ID
 
