@@ -21,8 +21,8 @@ the document written out is the prompt's text followed by the teacher's. A causa
 decodes greedily with the KV cache. A diffusion teacher decodes as its users would, with the block sampler at
 --threshold: self-distillation, the first half of dParallel (Chen et al. 2025), whose second half is the loss a
 student fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with EOS within --max_new_tokens,
-or is empty, is left out (the student learns where stories stop from these), and so is a document without a
-prompt. The validation split is written back unchanged, so validation losses compare with the original data's.
+or is empty, is left out (the student learns where stories stop from these), so is one that loops (more than
+--max_repetition of its 4-grams repeated), and so is a document without a prompt. The validation split is written back unchanged, so validation losses compare with the original data's.
 The output is a folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz.
 """
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.config import ConfigError
+from nanodllm.metrics import repetition_rate
 from nanodllm.prepare import DataError, load_split
 from nanodllm.sampler import batches, generate
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
@@ -64,13 +65,25 @@ def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, thr
     return out
 
 
-def documents(tokenizer, prompts, continuations) -> tuple[list[str], int]:
-    """(the texts of the prompts whose continuation ended with EOS after at least one token, how many did not)."""
-    eos, kept = tokenizer.eos_id, []
+def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0) -> tuple[list[str], dict]:
+    """The texts (prompt + continuation) a student is to learn from, and what was left out and why.
+
+    A continuation is kept if it ends with EOS after at least one token (the student learns where stories stop
+    from these) and if at most `max_repetition` of its 4-grams repeat an earlier one (metrics.repetition_rate).
+    The second test is for self-distillation: a student fine-tuned on its own stories looped far more than they
+    did (docs/speed.md), and the stories that already loop are the first suspects. The counts also give the kept
+    continuations' mean 4-gram repetition, to compare with the student's."""
+    eos, texts, kept = tokenizer.eos_id, [], []
+    no_eos = repetitive = 0
     for prompt, cont in zip(prompts, continuations):
-        if len(cont) > 1 and cont[-1] == eos:
-            kept.append(tokenizer.decode(prompt + cont[:-1]))
-    return kept, len(prompts) - len(kept)
+        if len(cont) < 2 or cont[-1] != eos:
+            no_eos += 1
+        elif repetition_rate([cont[:-1]]) > max_repetition:  # (nan, for fewer than 4 tokens, is never above)
+            repetitive += 1
+        else:
+            kept.append(cont[:-1])
+            texts.append(tokenizer.decode(prompt + cont[:-1]))
+    return texts, dict(no_eos=no_eos, repetitive=repetitive, repetition=repetition_rate(kept))
 
 
 def write_text(path: Path, docs: list[str]):
@@ -90,6 +103,8 @@ def main(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=512)
     p.add_argument("--threshold", type=float, default=0.9, help="a diffusion teacher's block sampler commits what "
                    "it is this sure of")
+    p.add_argument("--max_repetition", type=float, default=1.0, help="leave out a continuation in which more than "
+                   "this fraction of the 4-grams repeat an earlier one (a loop); 1 keeps all")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
                    help="autocast dtype on CUDA (the CPU runs float32)")
@@ -98,6 +113,8 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer, got {value}")
+    if not 0 <= args.max_repetition <= 1:
+        p.error(f"--max_repetition must be in [0, 1], got {args.max_repetition}")
     try:
         train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
         device = pick_device(args.device, Dist())
@@ -115,16 +132,17 @@ def main(argv=None):
                                         ctx=autocast(device, args.dtype))
     except ValueError as e:  # the sampler's checks, e.g. a canvas longer than the teacher was trained on
         sys.exit(f"error: {e}")
-    docs, dropped = documents(tokenizer, prompts, continuations)
+    docs, counts = documents(tokenizer, prompts, continuations, args.max_repetition)
+    left_out = (f"{counts['no_eos']:,} without EOS within {args.max_new_tokens} tokens or empty, "
+                f"{counts['repetitive']:,} repeating more than {args.max_repetition} of their 4-grams")
     if not docs:
-        sys.exit(f"error: none of the {len(prompts):,} continuations ended with EOS within "
-                 f"--max_new_tokens={args.max_new_tokens}; nothing written")
+        sys.exit(f"error: none of the {len(prompts):,} continuations was kept ({left_out}); nothing written")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "train.txt.gz", docs)
     write_text(out / "valid.txt.gz", [tokenizer.decode(val.doc(i).tolist()[:-1]) for i in range(val.n_docs)])
-    print(f"wrote {out}: {len(docs):,} teacher stories ({dropped:,} left out: no EOS within "
-          f"{args.max_new_tokens} tokens, or empty), {val.n_docs:,} validation documents unchanged")
+    print(f"wrote {out}: {len(docs):,} teacher stories (left out: {left_out}; the kept ones' 4-gram repetition "
+          f"{counts['repetition']:.2f}), {val.n_docs:,} validation documents unchanged")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,23 @@ def test_documents_keep_only_continuations_that_stop():
     tok = get_tokenizer()
     prompt = tok.encode("Tom had a red ball.")
     ended, cut, empty = tok.encode(" He played.") + [tok.eos_id], tok.encode(" He ran and ran"), [tok.eos_id]
-    docs, dropped = distill.documents(tok, [prompt] * 3, [ended, cut, empty])
-    assert docs == ["Tom had a red ball. He played."] and dropped == 2
+    docs, counts = distill.documents(tok, [prompt] * 3, [ended, cut, empty])
+    assert docs == ["Tom had a red ball. He played."] and counts["no_eos"] == 2 and counts["repetitive"] == 0
+
+
+def test_documents_leave_out_loops_above_max_repetition():
+    """A continuation that loops (most of its 4-grams seen before) is left out once max_repetition is below its
+    rate; one that does not repeat, and one too short to have a 4-gram, are kept. The kept ones' mean rate is
+    reported."""
+    tok = get_tokenizer()
+    prompt = tok.encode("Tom had a red ball.")
+    loop = tok.encode(" He ran." * 8) + [tok.eos_id]
+    story, short = tok.encode(" He played with it all day in the park.") + [tok.eos_id], [7, tok.eos_id]
+    docs, counts = distill.documents(tok, [prompt] * 3, [loop, story, short])
+    assert len(docs) == 3 and counts["repetition"] > 0.3  # 1 keeps all: the loop's rate pulls the mean up
+    docs, counts = distill.documents(tok, [prompt] * 3, [loop, story, short], max_repetition=0.2)
+    assert docs == [tok.decode(prompt + story[:-1]), tok.decode(prompt + short[:-1])]
+    assert counts == dict(no_eos=0, repetitive=1, repetition=0.0)
 
 
 @pytest.mark.parametrize("teacher, sampler", [("causal", "ar"), ("block_causal", "block")])
@@ -78,7 +93,7 @@ def test_written_text_prepares_back_to_the_same_prompts_and_validation(tiny_data
     assert message is None
     prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(20)]
     kept = [p for p in prompts if len(p) % 3]
-    assert 0 < len(kept) < len(prompts) and f"{len(prompts) - len(kept)} left out" in printed
+    assert 0 < len(kept) < len(prompts) and f"left out: {len(prompts) - len(kept)} without EOS" in printed
     assert read_documents(out / "train.txt.gz") == [tok.decode(p + ending) for p in kept]
     val = load_split(tiny_data, "val")
     assert read_documents(out / "valid.txt.gz") == [tok.decode(val.doc(i).tolist()[:-1]) for i in range(val.n_docs)]
@@ -94,7 +109,7 @@ def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path
     out = tmp_path / "distilled"
     message, _ = run(capsys, f"--teacher={teachers / teacher}", f"--data_dir={tiny_data}", f"--out_dir={out}",
                      "--max_docs=4", "--max_new_tokens=4")
-    assert message.startswith("error: none of the 4 continuations ended with EOS") and not out.exists()
+    assert message.startswith("error: none of the 4 continuations was kept (4 without EOS") and not out.exists()
 
 
 @pytest.mark.parametrize("case", ["no teacher", "no data", "too long", "threshold"])
@@ -115,12 +130,15 @@ def test_runs_as_a_script(tiny_data, teachers, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), f"--teacher={teachers / 'causal'}",
                              f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'out'}", "--max_docs=2",
                              "--max_new_tokens=4"], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 1 and result.stderr.startswith("error: none of the 2 continuations")
+    assert result.returncode == 1 and result.stderr.startswith("error: none of the 2 continuations was kept")
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flag", ["--max_docs=0", "--batch_size=0", "--max_new_tokens=-1"])
-def test_a_count_below_one_is_a_usage_error(tiny_data, teachers, tmp_path, capsys, flag):
+@pytest.mark.parametrize("flag, expected", [("--max_docs=0", "a positive integer"),
+                                            ("--batch_size=0", "a positive integer"),
+                                            ("--max_new_tokens=-1", "a positive integer"),
+                                            ("--max_repetition=1.5", "in [0, 1]")])
+def test_a_value_out_of_range_is_a_usage_error(tiny_data, teachers, tmp_path, capsys, flag, expected):
     with pytest.raises(SystemExit) as e:
         distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}", flag])
-    assert e.value.code == 2 and f"{flag.split('=')[0]} must be a positive integer" in capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag.split('=')[0]} must be {expected}" in capsys.readouterr().err
