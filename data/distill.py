@@ -17,13 +17,14 @@ on a teacher's outputs instead of the references (Kim & Rush 2016, Gu et al. 201
 the one the teacher finds likeliest, so the student can be sure of more of it at once.
 
 The teacher continues each training document's first sentence (its prompt, as nanodllm/prepare.py splits it), and
-the document written out is the prompt's text followed by the teacher's. A causal teacher (the AR baseline)
-decodes greedily with the KV cache. A diffusion teacher decodes as its users would, with the block sampler at
---threshold: self-distillation, the first half of dParallel (Chen et al. 2025), whose second half is the loss a
-student fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with EOS within --max_new_tokens,
-or is empty, is left out (the student learns where stories stop from these), so is one that loops (more than
---max_repetition of its 4-grams repeated), and so is a document without a prompt. The validation split is written back unchanged, so validation losses compare with the original data's.
-The output is a folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz.
+the document written out is the prompt's text followed by the teacher's. A causal teacher (the AR baseline) decodes
+greedily with the KV cache. A diffusion teacher decodes as its users would, with the block sampler at --threshold:
+self-distillation, the first half of dParallel (Chen et al. 2025), whose second half is the loss a student
+fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with
+EOS within --max_new_tokens, or is empty, is left out (the student learns where stories stop from these), so is one
+that loops (more than --max_repetition of its 4-grams repeated), and so is a document without a prompt. The
+validation split is written back unchanged, so validation losses compare with the original data's. The output is a
+folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz.
 """
 
 import argparse
