@@ -3,7 +3,9 @@
 # in a new session (setsid), which runs on while the machine is held; and the machine is given back 30 s after a
 # call unless the next call comes. So: start the job in the first call, then, in every next call (sent at once,
 # prepared beforehand), wait for it at most one call's length and bring back what it has written so far. Nothing
-# is cut at a call's end, as `timeout -s INT` would cut it.
+# is cut at a call's end, as `timeout -s INT` would cut it. Do not count on the second call: on 2026-12-04 one sent at
+# once found the machine taken back, and the job was lost (ts-self, docs/speed.md). Bring back what a call has at
+# its end, and plan work that means something when only the first call runs.
 #
 #   scripts/device_job.sh start NAME COMMAND [ARGS...]   # returns once the job runs on its own: its output in
 #                                                        # $JOBS/NAME.log, its exit code in $JOBS/NAME.rc at the end
