@@ -59,7 +59,7 @@
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
-#              and twice the machine was taken back before the next (docs/speed.md). With DISTILL_DOCS=4096
+#              and a second call did not find the machine twice (docs/speed.md). With DISTILL_DOCS=4096
 #              SELF_ITERS=125 the students are done at 336 s
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
