@@ -24,7 +24,10 @@ fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A 
 EOS within --max_new_tokens, or is empty, is left out (the student learns where stories stop from these), so is one
 that loops (more than --max_repetition of its 4-grams repeated), and so is a document without a prompt. The
 validation split is written back unchanged, so validation losses compare with the original data's. The output is a
-folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz.
+folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz, and with --real_docs=N also
+extra/real.txt.gz, the first N prompted training documents as they were: prepare reads extra/ as more training
+text, so a student trained on the folder sees real stories beside the teacher's (a student of its own stories alone
+loops and loses the stop, docs/speed.md); linking train and valid alone into another folder gives the teacher's.
 """
 
 import argparse
@@ -106,6 +109,8 @@ def main(argv=None):
                    "it is this sure of")
     p.add_argument("--max_repetition", type=float, default=1.0, help="leave out a continuation in which more than "
                    "this fraction of the 4-grams repeat an earlier one (a loop); 1 keeps all")
+    p.add_argument("--real_docs", type=int, default=0, help="also write the first this many prompted training "
+                   "documents, unchanged, as extra/real.txt.gz (real text mixed into the student's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
                    help="autocast dtype on CUDA (the CPU runs float32)")
@@ -114,6 +119,8 @@ def main(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer, got {value}")
+    if args.real_docs < 0:
+        p.error(f"--real_docs must be 0 or more, got {args.real_docs}")
     if not 0 <= args.max_repetition <= 1:
         p.error(f"--max_repetition must be in [0, 1], got {args.max_repetition}")
     try:
@@ -142,8 +149,14 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "train.txt.gz", docs)
     write_text(out / "valid.txt.gz", [tokenizer.decode(val.doc(i).tolist()[:-1]) for i in range(val.n_docs)])
+    real = [tokenizer.decode(prompt + response) for prompt, response in train.prompt_pairs(args.real_docs)]
+    if real:
+        (out / "extra").mkdir(exist_ok=True)
+        write_text(out / "extra" / "real.txt.gz", real)
+    else:  # (an earlier run's real text would be read as training text too)
+        (out / "extra" / "real.txt.gz").unlink(missing_ok=True)
     print(f"wrote {out}: {len(docs):,} teacher stories (left out: {left_out}; the kept ones' 4-gram repetition "
-          f"{counts['repetition']:.2f}), {val.n_docs:,} validation documents unchanged")
+          f"{counts['repetition']:.2f}), {len(real):,} real ones, {val.n_docs:,} validation documents unchanged")
 
 
 if __name__ == "__main__":

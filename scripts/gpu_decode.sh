@@ -50,12 +50,15 @@
 #              84 s, the fine-tune 128 s, the curve and AR 147 s; the deadline (580) cut the compiled slots' warm-up
 #   ts-self    self-distillation (dParallel): the study's block_pad@ar-s0 writes its own stories (data/distill.py,
 #              the block sampler at 0.9, the first $DISTILL_DOCS training first sentences, default 8192), then is
-#              fine-tuned on them ($SELF_ITERS steps, default 250) once per certainty weight in $SELF_WEIGHTS
-#              (default 0,2: the stories alone, and dParallel's certainty forcing); then the curve (block_graphs,
-#              batch 1, 50 stories, 0.9 to 0.3) of the teacher (with the AR model's row; it runs beside the
-#              distillation and training) and of each student, side by side: their tokens per pass and
-#              perplexities are the point, not their tokens/s; then, alone on the GPU, each student's compiled
-#              slots at 0.9 beside the AR model (tokens/s). The judge (ar-s0) is not the teacher here.
+#              fine-tuned ($SELF_ITERS steps, default 250) once per student in $SELF_STUDENTS, NAME=TEXT:WEIGHT
+#              each (default "cf0=self:0 cf2=self:2": the stories alone, and dParallel's certainty forcing), TEXT
+#              being self (the teacher's stories), mix (those and the real ones DISTILL_FLAGS=--real_docs=N
+#              writes) or real (the study's own training text: no distillation); then the curve (block_graphs,
+#              batch 1, 50 stories, $SELF_THRESHOLDS, default 0.9 to 0.3) of the teacher (with the AR model's
+#              row; it runs beside the distillation and training; TEACHER_CURVE=0 leaves it out) and of each
+#              student, side by side: their tokens per pass and perplexities are the point, not their tokens/s;
+#              then, alone on the GPU, each student's compiled slots at 0.9 beside the AR model (tokens/s). The
+#              judge (ar-s0) is not the teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
@@ -93,7 +96,8 @@ STUDY_FLAGS=${STUDY_FLAGS:-}
 BENCH_SAMPLERS=${BENCH_SAMPLERS:-block_graphs,ar_graphs,llada_graphs}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 DISTILL_FLAGS=${DISTILL_FLAGS:-}
-SELF_WEIGHTS=${SELF_WEIGHTS:-0,2}  # ts-self: the certainty weights of its students
+SELF_STUDENTS=${SELF_STUDENTS:-cf0=self:0 cf2=self:2}  # ts-self: its students, NAME=TEXT:CERTAINTY_WEIGHT
+SELF_THRESHOLDS=${SELF_THRESHOLDS:-0.9,0.7,0.5,0.3}  # ts-self: the students' curves
 SELF_ITERS=${SELF_ITERS:-250}  # ts-self: each student's fine-tuning steps
 SELF_FLAGS=${SELF_FLAGS:-}  # ts-self: train.py's flags (config files too) for the students
 case $PART in ts-*) [ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA" >&2; exit 1; };; esac
@@ -191,39 +195,51 @@ case $PART in
       --n_prompts=50 --thresholds=0.9 "$student"
     ;;
   ts-self)  # self-distillation and certainty forcing (dParallel): the study's model writes its own stories, is
-    # fine-tuned on them with each certainty weight in $SELF_WEIGHTS, and each curve runs beside the others
+    # fine-tuned on them (or on real text, or both) with each student's certainty weight, and each curve runs
+    # beside the others
     study tinystories tinystories ar,block_pad@ar base,finetune 0
-    teacher=$STUDIES/tinystories/runs/block_pad@ar-s0
+    teacher=$STUDIES/tinystories/runs/block_pad@ar-s0 distilled=$STUDIES/self-distilled
     done_before() { grep -q "^$1 (exit 0)" "$OUT/timings.txt" 2>/dev/null; }  # a stage a warm machine finished
-    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=0.9,0.7,0.5,0.3"
+    curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=$SELF_THRESHOLDS"
     # the teacher's curve needs only the study's model: it runs beside the distillation and the students' training
-    done_before "bench curve_tinystories-teacher" ||
+    [ "${TEACHER_CURVE:-1}" = 0 ] || done_before "bench curve_tinystories-teacher" ||
       bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
-    [ -f "$STUDIES/self-distilled/train.txt.gz" ] || {
+    student() {  # name text weight: fine-tune the teacher on that text with that certainty weight
+      local run=$STUDIES/tinystories-self/runs/$1
+      declare -A source=([self]=$STUDIES/self-only [mix]=$distilled [real]=$DATA)
+      timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
+        $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="${source[$2]}" \
+        --data_dir="$STUDIES/tinystories-self/data-$1" --out_dir="$run" --max_iters="$SELF_ITERS" \
+        --certainty_weight="$3" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-$1.log" 2>&1
+      stamp "student $1 (exit $?)"
+    }
+    students=() names=()
+    for spec in $SELF_STUDENTS; do  # those on real text start at once, the others after the distillation
+      name=${spec%%=*} text=${spec#*=}; text=${text%%:*}
+      names+=("$name")
+      done_before "student $name" || [ "$text" != real ] || { student "$name" real "${spec##*:}" & students+=($!); }
+    done
+    [ -f "$distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
         --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
-        --out_dir="$STUDIES/self-distilled" $DISTILL_FLAGS > "$OUT/self-distill.log" 2>&1
+        --out_dir="$distilled" $DISTILL_FLAGS > "$OUT/self-distill.log" 2>&1
       stamp "self-distill (exit $?)"; }
-    students=()
-    for w in ${SELF_WEIGHTS//,/ }; do  # side by side on the one GPU; each its own prepared copy of the data
-      run=$STUDIES/tinystories-self/runs/cf$w
-      done_before "student cf$w" && continue
-      { timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
-          $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="$STUDIES/self-distilled" \
-          --data_dir="$STUDIES/tinystories-self/data-cf$w" --out_dir="$run" --max_iters="$SELF_ITERS" \
-          --certainty_weight="$w" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-cf$w.log" 2>&1
-        stamp "student cf$w (exit $?)"; } &
-      students+=($!)
+    mkdir -p "$STUDIES/self-only"  # the teacher's stories without the real ones (--real_docs writes into extra/)
+    ln -sfn "$distilled/train.txt.gz" "$STUDIES/self-only/train.txt.gz"
+    ln -sfn "$distilled/valid.txt.gz" "$STUDIES/self-only/valid.txt.gz"
+    for spec in $SELF_STUDENTS; do  # side by side on the one GPU; each its own prepared copy of its text
+      name=${spec%%=*} text=${spec#*=}; text=${text%%:*}
+      done_before "student $name" || [ "$text" = real ] || { student "$name" "$text" "${spec##*:}" & students+=($!); }
     done
     [ ${#students[@]} -eq 0 ] || wait "${students[@]}"  # (wait with no pid would wait for the teacher's curve too)
-    for w in ${SELF_WEIGHTS//,/ }; do
-      bench tinystories "curve_tinystories-cf$w" $curve --init_from="$STUDIES/tinystories-self/runs/cf$w" &
+    for name in "${names[@]}"; do
+      bench tinystories "curve_tinystories-$name" $curve --init_from="$STUDIES/tinystories-self/runs/$name" &
     done
     wait
     samplers=block_slots_compiled_graphs,ar_graphs  # then alone on the GPU: the compiled slots' tokens/s at 0.9,
-    for w in ${SELF_WEIGHTS//,/ }; do               # and the AR model's beside the first student
-      bench tinystories "slots_tinystories-cf$w" --samplers="$samplers" --batch_sizes=1 --n_prompts=50 \
-        --thresholds=0.9 --init_from="$STUDIES/tinystories-self/runs/cf$w"
+    for name in "${names[@]}"; do                   # and the AR model's beside the first student
+      bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 --n_prompts=50 \
+        --thresholds=0.9 --init_from="$STUDIES/tinystories-self/runs/$name"
       samplers=block_slots_compiled_graphs
     done
     ;;

@@ -104,6 +104,26 @@ def test_written_text_prepares_back_to_the_same_prompts_and_validation(tiny_data
     assert load_split(tmp_path / "prepared", "val").tokens.tolist() == val.tokens.tolist()
 
 
+def test_real_docs_are_written_unchanged_beside_the_teachers(tiny_data, teachers, tmp_path, capsys, monkeypatch):
+    """--real_docs=N adds the first N prompted training documents as they are, in extra/, which prepare reads
+    after the teacher's stories; a later run without it leaves no real text behind."""
+    tok = get_tokenizer()
+    monkeypatch.setattr(distill, "generate", lambda name, model, prompts, **knobs:
+                        ([tok.encode(" The end.") + [tok.eos_id] for _ in prompts], None))
+    out, argv = tmp_path / "distilled", [f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}",
+                                         f"--out_dir={tmp_path / 'distilled'}", "--max_docs=4"]
+    message, printed = run(capsys, *argv, "--real_docs=5")
+    assert message is None and "4 teacher stories" in printed and "5 real ones" in printed
+    train = load_split(tiny_data, "train")
+    real = [tok.decode(p + r) for p, r in train.prompt_pairs(5)]
+    assert read_documents(out / "extra" / "real.txt.gz") == real
+    prepare("tinystories", tmp_path / "prepared", source=out)
+    again = load_split(tmp_path / "prepared", "train")
+    assert again.n_docs == 9 and again.doc(4).tolist() == train.doc(0).tolist()
+    message, printed = run(capsys, *argv)
+    assert message is None and "0 real ones" in printed and not (out / "extra" / "real.txt.gz").exists()
+
+
 @pytest.mark.parametrize("teacher", ["causal", "bidirectional"])
 def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path, capsys, teacher):
     out = tmp_path / "distilled"
@@ -137,7 +157,8 @@ def test_runs_as_a_script(tiny_data, teachers, tmp_path):
 @pytest.mark.parametrize("flag, expected", [("--max_docs=0", "a positive integer"),
                                             ("--batch_size=0", "a positive integer"),
                                             ("--max_new_tokens=-1", "a positive integer"),
-                                            ("--max_repetition=1.5", "in [0, 1]")])
+                                            ("--max_repetition=1.5", "in [0, 1]"),
+                                            ("--real_docs=-1", "0 or more")])
 def test_a_value_out_of_range_is_a_usage_error(tiny_data, teachers, tmp_path, capsys, flag, expected):
     with pytest.raises(SystemExit) as e:
         distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}", flag])
