@@ -51,14 +51,15 @@
 #   ts-self    self-distillation (dParallel): the study's block_pad@ar-s0 writes its own stories (data/distill.py,
 #              the block sampler at 0.9, the first $DISTILL_DOCS training first sentences, default 8192), then is
 #              fine-tuned ($SELF_ITERS steps, default 250) once per student in $SELF_STUDENTS, NAME=TEXT:WEIGHT
-#              each (default "cf0=self:0 cf2=self:2": the stories alone, and dParallel's certainty forcing), TEXT
-#              being self (the teacher's stories), mix (those and the real ones DISTILL_FLAGS=--real_docs=N
-#              writes) or real (the study's own training text: no distillation); then the curve (block_graphs,
-#              batch 1, 50 stories, $SELF_THRESHOLDS, default 0.9 to 0.3) of the teacher (with the AR model's
-#              row; it runs beside the distillation and training; TEACHER_CURVE=0 leaves it out) and of each
-#              student, side by side: their tokens per pass and perplexities are the point, not their tokens/s;
-#              then, alone on the GPU, each student's compiled slots at 0.9 beside the AR model (tokens/s). The
-#              judge (ar-s0) is not the teacher here.
+#              or NAME=TEXT:WEIGHT:SEED each (default "cf0=self:0 cf2=self:2": the stories alone, and
+#              dParallel's certainty forcing; seed 0), TEXT being self (the teacher's stories), mix (those and
+#              the real ones DISTILL_FLAGS=--real_docs=N writes) or real (the study's own training text: no
+#              distillation). The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
+#              0.9 to 0.3, with the AR model's row) runs beside the distillation and training (TEACHER_CURVE=0
+#              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
+#              student's curve, side by side: their tokens per pass and perplexities are the point, not their
+#              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
+#              0.9) beside the AR model (tokens/s). The judge (ar-s0) is not the teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
@@ -98,6 +99,7 @@ BENCH_FLAGS=${BENCH_FLAGS:-}
 DISTILL_FLAGS=${DISTILL_FLAGS:-}
 SELF_STUDENTS=${SELF_STUDENTS:-cf0=self:0 cf2=self:2}  # ts-self: its students, NAME=TEXT:CERTAINTY_WEIGHT
 SELF_THRESHOLDS=${SELF_THRESHOLDS:-0.9,0.7,0.5,0.3}  # ts-self: the students' curves
+SELF_BENCH=${SELF_BENCH-curves,slots}  # ts-self: what is measured of the students, in this order
 SELF_ITERS=${SELF_ITERS:-250}  # ts-self: each student's fine-tuning steps
 SELF_FLAGS=${SELF_FLAGS:-}  # ts-self: train.py's flags (config files too) for the students
 case $PART in ts-*) [ -d "$DATA" ] || { echo "error: no local TinyStories text at $DATA" >&2; exit 1; };; esac
@@ -204,21 +206,26 @@ case $PART in
     # the teacher's curve needs only the study's model: it runs beside the distillation and the students' training
     [ "${TEACHER_CURVE:-1}" = 0 ] || done_before "bench curve_tinystories-teacher" ||
       bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
-    student() {  # name text weight: fine-tune the teacher on that text with that certainty weight
+    student() {  # name text weight seed: fine-tune the teacher on that text with that certainty weight
       local run=$STUDIES/tinystories-self/runs/$1
       declare -A source=([self]=$STUDIES/self-only [mix]=$distilled [real]=$DATA)
       timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
-        $SELF_FLAGS --seed=0 --init_from="$teacher" --data_source="${source[$2]}" \
+        $SELF_FLAGS --seed="$4" --init_from="$teacher" --data_source="${source[$2]}" \
         --data_dir="$STUDIES/tinystories-self/data-$1" --out_dir="$run" --max_iters="$SELF_ITERS" \
         --certainty_weight="$3" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-$1.log" 2>&1
       stamp "student $1 (exit $?)"
     }
+    train_students() {  # real|distilled: start those students on that text that are not done, in the background
+      local spec name text weight seed
+      for spec in $SELF_STUDENTS; do
+        name=${spec%%=*}; IFS=: read -r text weight seed <<< "${spec#*=}"
+        { [ "$text" = real ] && [ "$1" = real ]; } || { [ "$text" != real ] && [ "$1" = distilled ]; } || continue
+        done_before "student $name" || { student "$name" "$text" "$weight" "${seed:-0}" & students+=($!); }
+      done
+    }
     students=() names=()
-    for spec in $SELF_STUDENTS; do  # those on real text start at once, the others after the distillation
-      name=${spec%%=*} text=${spec#*=}; text=${text%%:*}
-      names+=("$name")
-      done_before "student $name" || [ "$text" != real ] || { student "$name" real "${spec##*:}" & students+=($!); }
-    done
+    for spec in $SELF_STUDENTS; do names+=("${spec%%=*}"); done
+    train_students real  # (their text is there already: they train beside the distillation)
     [ -f "$distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
         --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
@@ -227,20 +234,24 @@ case $PART in
     mkdir -p "$STUDIES/self-only"  # the teacher's stories without the real ones (--real_docs writes into extra/)
     ln -sfn "$distilled/train.txt.gz" "$STUDIES/self-only/train.txt.gz"
     ln -sfn "$distilled/valid.txt.gz" "$STUDIES/self-only/valid.txt.gz"
-    for spec in $SELF_STUDENTS; do  # side by side on the one GPU; each its own prepared copy of its text
-      name=${spec%%=*} text=${spec#*=}; text=${text%%:*}
-      done_before "student $name" || [ "$text" = real ] || { student "$name" "$text" "${spec##*:}" & students+=($!); }
-    done
+    train_students distilled  # side by side on the one GPU; each its own prepared copy of its text
     [ ${#students[@]} -eq 0 ] || wait "${students[@]}"  # (wait with no pid would wait for the teacher's curve too)
-    for name in "${names[@]}"; do
-      bench tinystories "curve_tinystories-$name" $curve --init_from="$STUDIES/tinystories-self/runs/$name" &
-    done
-    wait
-    samplers=block_slots_compiled_graphs,ar_graphs  # then alone on the GPU: the compiled slots' tokens/s at 0.9,
-    for name in "${names[@]}"; do                   # and the AR model's beside the first student
-      bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 --n_prompts=50 \
-        --thresholds=0.9 --init_from="$STUDIES/tinystories-self/runs/$name"
-      samplers=block_slots_compiled_graphs
+    for stage in ${SELF_BENCH//,/ }; do
+      case $stage in
+        curves)  # side by side: their tokens per pass and perplexities are the point, not their tokens/s
+          for name in "${names[@]}"; do
+            bench tinystories "curve_tinystories-$name" $curve --init_from="$STUDIES/tinystories-self/runs/$name" &
+          done
+          wait;;
+        slots)  # alone on the GPU, one after another: the compiled slots' tokens/s at $SLOTS_THRESHOLDS, and
+          samplers=block_slots_compiled_graphs,ar_graphs  # the AR model's beside the first student's
+          for name in "${names[@]}"; do
+            bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 --n_prompts=50 \
+              --thresholds="${SLOTS_THRESHOLDS:-0.9}" --init_from="$STUDIES/tinystories-self/runs/$name"
+            samplers=block_slots_compiled_graphs
+          done;;
+        *) echo "error: SELF_BENCH takes curves and slots, got $stage" >&2; exit 1;;
+      esac
     done
     ;;
   ts-slots)  # as ls-slots, on every validation story
