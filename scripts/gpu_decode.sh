@@ -64,7 +64,11 @@
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
 #              and a second call did not find the machine twice (docs/speed.md). With DISTILL_DOCS=4096
-#              SELF_ITERS=125 the students are done at 336 s
+#              SELF_ITERS=125 the students are done at 336 s. At 0d4db7f with those and DISTILL_FLAGS=
+#              "--max_repetition=0.2 --real_docs=4096", three students: the study 192-209 s, distillation 68-78 s,
+#              the students done at 311-351 s; then mix2's compiled slots at two thresholds with the AR model 98 s,
+#              two students' curves at 0.9 and 0.8 side by side 108 s, and four more calls sent as each returned
+#              found the machine (docs/speed.md). DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
