@@ -23,8 +23,9 @@ the baseline run the same way. For each sampler and batch size it reports
 The block sampler's speed comes from committing every position above --thresholds at once, and a lower threshold
 commits more per pass at some cost in quality: give several (--thresholds 0.9,0.7,0.5) to see the trade-off. The
 first one given is the reference: every other threshold's exact match is compared with its on the same prompts (the
-difference, with a bootstrap interval over the prompts) and its judge perplexity divided by its, which is how the
-speed-up of a lower threshold is judged: does it keep the accuracy of the first?
+difference, with a bootstrap interval over the prompts) and its judge perplexity divided by its (with a paired
+bootstrap interval over the prompts), which is how the speed-up of a lower threshold is judged: does it keep the
+accuracy of the first?
 Warm-up is excluded: each eager (sampler, batch size) first runs once on a short generation, so CUDA kernels,
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
@@ -55,7 +56,7 @@ from nanodllm import evaluation, profiling
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.sampler import GenerationStats, batches, generate, knobs
 from nanodllm.sampler_stats import Timer
-from nanodllm.stats import rate_with_interval
+from nanodllm.stats import perplexity_ratio_with_interval, rate_with_interval
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
@@ -276,8 +277,10 @@ def quality(judge, pairs, completions, dataset: str, device, dtype) -> dict:
     """Judge perplexity (None without a judge), 4-gram repetition and, on the length suite, exact match and exact
     length (None without references, as with --prompt_file): eval_eos's scoring (evaluation.score_responses)."""
     scores, _ = evaluation.score_responses(completions, pairs, dataset, judge, 16, autocast(device, dtype))
+    judged = scores.get("judge") or {}  # per prompt, for the paired interval of add_quality_vs_reference
     return dict(judge_ppl=scores["gen_ppl"], repetition=scores["repetition"], exact_match=scores["exact_match"],
-                exact_length=scores["exact_length"], exact_per_prompt=scores.get("exact_per_prompt"))
+                exact_length=scores["exact_length"], exact_per_prompt=scores.get("exact_per_prompt"),
+                judge_nll_per_prompt=judged.get("row_nll"), judge_tokens_per_prompt=judged.get("row_tokens"))
 
 
 def check_fits(name, model, prompts, args):
@@ -307,7 +310,8 @@ def add_quality_vs_reference(rows, batch_size, reference):
     """What a lower threshold costs, at one batch size: each block row's exact match minus the same sampler's at
     the reference threshold (the first of --thresholds), on the same prompts, with a 95% bootstrap interval over
     the prompts (stats.rate_with_interval of the per-prompt differences: one model, so it says nothing about
-    another seed), and its judge perplexity over the reference's. None where there is no such pair."""
+    another seed), and its judge perplexity over the reference's, with a paired bootstrap interval over the
+    prompts (stats.perplexity_ratio_with_interval). None where there is no such pair."""
     same = [r for r in rows if r["batch_size"] == batch_size]
     for r in same:
         ref = next((b for b in same if b["sampler"] == r["sampler"] and b["threshold"] == reference), None)
@@ -317,8 +321,10 @@ def add_quality_vs_reference(rows, batch_size, reference):
         if r["exact_per_prompt"] and ref["exact_per_prompt"]:
             diff = np.subtract(r["exact_per_prompt"], ref["exact_per_prompt"], dtype=np.float64)
             r["exact_match_vs_reference"] = dict(reference=reference, **rate_with_interval([diff]))
-        if r["judge_ppl"] and ref["judge_ppl"]:
-            r["judge_ppl_vs_reference"] = r["judge_ppl"] / ref["judge_ppl"]
+        if r["judge_nll_per_prompt"] and ref["judge_nll_per_prompt"]:
+            r["judge_ppl_vs_reference"] = dict(reference=reference, **perplexity_ratio_with_interval(
+                r["judge_nll_per_prompt"], r["judge_tokens_per_prompt"],
+                ref["judge_nll_per_prompt"], ref["judge_tokens_per_prompt"]))
 
 
 def versus_reference(r) -> str:
@@ -327,7 +333,10 @@ def versus_reference(r) -> str:
     d = r.get("exact_match_vs_reference")
     if d:
         return f"{100 * d['mean']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-    return f"ppl {r['judge_ppl_vs_reference']:.2f}x" if r.get("judge_ppl_vs_reference") else "-"
+    d = r.get("judge_ppl_vs_reference")
+    if d and d["ratio"] is not None:
+        return f"ppl {d['ratio']:.2f}x [{d['low']:.2f}, {d['high']:.2f}]"
+    return "-"
 
 
 def markdown(rows) -> str:

@@ -205,7 +205,8 @@ def generative_perplexity(judge, prompts, responses, batch_size: int = 16, autoc
     mask is needed, and only positions that predict a response token are scored (logits are computed only
     there). A row longer than the judge's context keeps its first max_seq_len tokens; the dropped response
     tokens are counted in `truncated`. autocast_ctx: e.g. nanodllm.system.autocast(device, dtype).
-    Returns ppl, nll (nats per token), tokens (scored), truncated.
+    Returns ppl, nll (nats per token), tokens (scored), truncated, and per row row_nll (nats, summed) and
+    row_tokens, for intervals over the prompts (stats.perplexity_ratio_with_interval).
     """
     cfg = judge.config
     if cfg.attention != "causal":
@@ -220,7 +221,7 @@ def generative_perplexity(judge, prompts, responses, batch_size: int = 16, autoc
         seq = [int(t) for t in p] + [int(t) for t in r]
         truncated += max(0, len(seq) - cfg.max_seq_len)
         rows.append((seq[:cfg.max_seq_len], len(p)))
-    nll, tokens = 0.0, 0
+    row_nll, row_tokens = [], []
     for b in range(0, len(rows), batch_size):
         chunk = rows[b:b + batch_size]
         T = max(len(seq) for seq, _ in chunk)
@@ -230,19 +231,23 @@ def generative_perplexity(judge, prompts, responses, batch_size: int = 16, autoc
             idx[i, :len(seq)] = torch.tensor(seq)
             if p > 0:
                 scored[i, p - 1:len(seq) - 1] = True
+        counts = scored[:, :-1].sum(dim=1).tolist()  # (B,) response tokens scored per row
+        row_tokens += counts
         if not scored.any():
+            row_nll += [0.0] * len(chunk)
             continue
         idx, scored = idx.to(device), scored.to(device)
         targets = idx[:, 1:][scored[:, :-1]]  # the token after each scored position
         with autocast_ctx or nullcontext():
             logits = judge(idx, logits_at=scored)
         # in float, a slice at a time: 100 answers of 512 tokens are 51k x 50k logits, 10 GB as float32 alone
-        nll += sum(F.cross_entropy(part.float(), target, reduction="sum").item()
-                   for part, target in zip(logits.split(CE_ROWS), targets.split(CE_ROWS)))
-        tokens += len(targets)
+        token_nll = torch.cat([F.cross_entropy(part.float(), target, reduction="none")
+                               for part, target in zip(logits.split(CE_ROWS), targets.split(CE_ROWS))])
+        row_nll += [float(x.sum()) for x in token_nll.split(counts)]  # targets are in row order
+    nll, tokens = sum(row_nll), sum(row_tokens)
     mean_nll = nll / tokens if tokens else float("nan")
     return dict(ppl=math.exp(min(mean_nll, 50.0)) if tokens else float("nan"), nll=mean_nll, tokens=tokens,
-                truncated=truncated)
+                truncated=truncated, row_nll=row_nll, row_tokens=row_tokens)
 
 
 def judge_perplexity(judge, prompts, responses, batch_size: int = 16, autocast_ctx=None) -> dict:

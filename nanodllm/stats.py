@@ -11,6 +11,9 @@ mean over prompts). The 2.5th and 97.5th percentiles of the replicates are the 9
     -> {"mean": 0.75, "low": ..., "high": ..., "n_seeds": 2, "n_prompts": 8}
 
 With one seed only the prompts are resampled: the interval then says nothing about another seed.
+
+The same idea for a ratio of perplexities (a lower threshold's judge perplexity over the reference threshold's, on
+the same prompts): perplexity_ratio_with_interval, a paired bootstrap over the prompts.
 """
 
 import numpy as np
@@ -50,3 +53,26 @@ def rate_with_interval(outcomes, level: float = 0.95, n_replicates: int = N_REPL
     low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
     return dict(mean=float(seed_means(outcomes).mean()), low=float(low), high=float(high),
                 n_seeds=len(outcomes), n_prompts=int(sum(len(x) for x in outcomes)))
+
+
+def perplexity_ratio_with_interval(nll_a, tokens_a, nll_b, tokens_b, level: float = 0.95,
+                                   n_replicates: int = N_REPLICATES, seed: int = 0) -> dict:
+    """{ratio, low, high, n_prompts}: the perplexity of responses a over that of responses b to the same prompts,
+    exp(sum nll_a / sum tokens_a - sum nll_b / sum tokens_b), from each prompt's summed NLL and token count
+    (metrics.generative_perplexity's row_nll and row_tokens), and its percentile bootstrap interval at `level`.
+
+    Paired: each replicate draws the prompts with replacement and takes the same draw for a and b, because a
+    prompt that is hard for one is hard for the other too; an unpaired draw would count that shared difficulty as
+    noise. The prompts are the only thing resampled: one model, so it says nothing about another seed."""
+    a, ta, b, tb = (np.asarray(x, dtype=np.float64) for x in (nll_a, tokens_a, nll_b, tokens_b))
+    if not len(a) == len(ta) == len(b) == len(tb):
+        raise ValueError(f"paired per-prompt values of equal length expected, got {len(a)}, {len(ta)}, {len(b)}, "
+                         f"{len(tb)}")
+    if not len(a) or ta.sum() == 0 or tb.sum() == 0:
+        return dict(ratio=None, low=None, high=None, n_prompts=len(a))
+    picks = np.random.default_rng(seed).integers(len(a), size=(n_replicates, len(a)))  # (R, n) prompts drawn
+    with np.errstate(divide="ignore", invalid="ignore"):  # a draw of only empty responses: nan, left out
+        log_ratios = a[picks].sum(1) / ta[picks].sum(1) - b[picks].sum(1) / tb[picks].sum(1)  # (R,)
+    low, high = np.exp(np.nanquantile(log_ratios, [(1 - level) / 2, (1 + level) / 2]))
+    return dict(ratio=float(np.exp(a.sum() / ta.sum() - b.sum() / tb.sum())), low=float(low), high=float(high),
+                n_prompts=len(a))

@@ -70,6 +70,13 @@ def test_a_threshold_sweep_runs_the_block_samplers_at_each(checkpoints, tiny_dat
     assert eager["nfe"] <= 2 * 2 and eager["nfe_per_token"] < 0.2
     assert "threshold 0.0" in eager["label"]
     assert eager["tokens_per_s_vs_ar"] == pytest.approx(eager["tokens_per_s"] / rows[2]["tokens_per_s"])
+    # the judge's perplexity at 0 over 1's on the same prompts, with a paired interval over the prompts
+    d = eager["judge_ppl_vs_reference"]
+    assert strict["judge_ppl_vs_reference"] is None and d["reference"] == 1.0 and d["n_prompts"] == 2
+    assert d["ratio"] == pytest.approx(eager["judge_ppl"] / strict["judge_ppl"], rel=1e-6)
+    assert d["low"] <= d["ratio"] <= d["high"]
+    assert sum(eager["judge_tokens_per_prompt"]) == eager["total_tokens"]
+    assert f"ppl {d['ratio']:.2f}x [{d['low']:.2f}, {d['high']:.2f}]" in json.loads(out.read_text())["table"]
 
 
 def test_no_ar_checkpoint_skips_both_ar_samplers(checkpoints, tiny_data, tmp_path, capsys):
@@ -165,14 +172,17 @@ def test_length_suite_answers_are_scored_for_exact_match(tmp_path, monkeypatch):
 def test_a_lower_threshold_is_scored_against_the_first_on_the_same_prompts(tmp_path, monkeypatch):
     """--thresholds 0.9,0.5: the 0.5 rows get their exact match minus 0.9's, per prompt, with an interval; here
     threshold 0.5 gets the first of 3 prompts wrong and 0.9 none, so -33 points, and the interval, drawn from
-    per-prompt differences of 0 and -1 only, lies in [-100, 0] points. The reference row compares with nothing."""
+    per-prompt differences of 0 and -1 only, lies in [-100, 0] points. The reference row compares with nothing.
+    Judged by an AR model, the 0.5 row's perplexity over 0.9's comes with a paired interval: the two rows differ
+    only on the first prompt, so some draws leave it out and give exactly 1, and the interval reaches 1."""
     from nanodllm.prepare import load_split
     from nanodllm.sampler_stats import GenerationStats
     from nanodllm.tasks import ensure_task_data
     from nanodllm.tokenizer import EOS_ID
     data = ensure_task_data(tmp_path / "lengthtask", seed=0, n_train=10, n_val=8)
-    cfg = TrainConfig(recipe="dllm_var", **{**TINY, "dataset": "lengthtask", "block_size": 256})
-    save_checkpoint(tmp_path / "ckpt", 1, build_model(cfg), config_to_dict(cfg), {})
+    for recipe in ("dllm_var", "ar"):
+        cfg = TrainConfig(recipe=recipe, **{**TINY, "dataset": "lengthtask", "block_size": 256})
+        save_checkpoint(tmp_path / recipe, 1, build_model(cfg), config_to_dict(cfg), {})
     pairs = load_split(data, "val").prompt_pairs(3)
     answers = {tuple(p): r for p, r in pairs}
     wrong_at_low = tuple(pairs[0][0])
@@ -182,15 +192,18 @@ def test_a_lower_threshold_is_scored_against_the_first_on_the_same_prompts(tmp_p
         return out, GenerationStats.of(out, EOS_ID, nfe=1, row_nfe=len(out), seconds=0.01)
     monkeypatch.setattr(bench_sampler, "run_sampler", answer)
     out = tmp_path / "bench.json"
-    bench_sampler.main(["--init_from", str(tmp_path / "ckpt"), "--data_dir", str(data), "--n_prompts", "3",
-                        "--batch_sizes", "1", "--samplers", "block", "--thresholds", "0.9,0.5",
-                        "--max_new_tokens", "64", "--device", "cpu", "--out", str(out)])
+    bench_sampler.main(["--init_from", str(tmp_path / "dllm_var"), "--ar_init_from", str(tmp_path / "ar"),
+                        "--data_dir", str(data), "--n_prompts", "3", "--batch_sizes", "1", "--samplers", "block",
+                        "--thresholds", "0.9,0.5", "--max_new_tokens", "64", "--device", "cpu", "--out", str(out)])
     reference, low = json.loads(out.read_text())["results"]
     assert reference["exact_match_vs_reference"] is None and reference["exact_per_prompt"] == [True] * 3
     d = low["exact_match_vs_reference"]
     assert low["exact_per_prompt"] == [False, True, True] and d["reference"] == 0.9
     assert d["mean"] == pytest.approx(-1 / 3) and -1 <= d["low"] <= d["mean"] <= d["high"] <= 0
     assert "-33.3 pts" in json.loads(out.read_text())["table"]
+    ppl = low["judge_ppl_vs_reference"]
+    assert ppl["ratio"] == pytest.approx(low["judge_ppl"] / reference["judge_ppl"], rel=1e-6) and ppl["ratio"] != 1
+    assert ppl["low"] <= 1 <= ppl["high"] and ppl["low"] <= ppl["ratio"] <= ppl["high"]
 
 
 def test_profile_splits_a_pass_into_kernels_and_idle_time(checkpoints, tiny_data, tmp_path, monkeypatch):

@@ -94,19 +94,21 @@ def test_generative_perplexity_equals_a_direct_computation(ce_rows, monkeypatch)
     judge = tiny_model(attention="causal").eval()
     prompts = [[10, 11, 12], [13], [14, 15, 16, 17, 18], [19, 20]]
     responses = [[30, 31], [32, 33, 34, 35, 36], [37], []]  # different lengths: right padding, an empty one
-    nll, n = 0.0, 0
+    row_nll = [0.0] * len(prompts)
     with torch.no_grad():
-        for p, r in zip(prompts, responses):
+        for i, (p, r) in enumerate(zip(prompts, responses)):
             if not r:
                 continue
             logp = F.log_softmax(judge(torch.tensor([p + r]))[0].float(), dim=-1)
             for j, t in enumerate(r):
-                nll -= logp[len(p) - 1 + j, t].item()  # the token at len(p) + j, predicted one position earlier
-                n += 1
+                row_nll[i] -= logp[len(p) - 1 + j, t].item()  # the token at len(p) + j, predicted one earlier
+    nll, n = sum(row_nll), sum(map(len, responses))
     out = metrics.generative_perplexity(judge, prompts, responses, batch_size=3)
     assert out["tokens"] == n == 8 and out["truncated"] == 0
     assert out["nll"] == pytest.approx(nll / n, rel=1e-5)
     assert out["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+    assert out["row_tokens"] == [2, 5, 1, 0]  # per row, in the prompts' order, across batches of 3
+    assert out["row_nll"] == pytest.approx(row_nll, rel=1e-5)
 
 
 def test_judge_perplexity_reads_each_prompt_after_an_eos():
