@@ -219,11 +219,11 @@ case $PART in
         --certainty_weight="$3" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-$1.log" 2>&1
       stamp "student $1 (exit $?)"
     }
-    train_students() {  # real|distilled: start those students on that text that are not done, in the background
+    train_students() {  # TEXT...: start the students on those texts that are not done, in the background
       local spec name text weight seed
       for spec in $SELF_STUDENTS; do
         name=${spec%%=*}; IFS=: read -r text weight seed <<< "${spec#*=}"
-        { [ "$text" = real ] && [ "$1" = real ]; } || { [ "$text" != real ] && [ "$1" = distilled ]; } || continue
+        [[ " $* " == *" $text "* ]] || continue
         done_before "student $name" || { student "$name" "$text" "$weight" "${seed:-0}" & students+=($!); }
       done
     }
@@ -238,7 +238,7 @@ case $PART in
     mkdir -p "$STUDIES/self-only"  # the teacher's stories without the real ones (--real_docs writes into extra/)
     ln -sfn "$distilled/train.txt.gz" "$STUDIES/self-only/train.txt.gz"
     ln -sfn "$distilled/valid.txt.gz" "$STUDIES/self-only/valid.txt.gz"
-    train_students distilled  # side by side on the one GPU; each its own prepared copy of its text
+    train_students self mix  # side by side on the one GPU; each its own prepared copy of its text
     [ ${#students[@]} -eq 0 ] || wait "${students[@]}"  # (wait with no pid would wait for the teacher's curve too)
     for stage in ${SELF_BENCH//,/ }; do
       case $stage in
