@@ -243,7 +243,9 @@ def generative_perplexity(judge, prompts, responses, batch_size: int = 16, autoc
         # in float, a slice at a time: 100 answers of 512 tokens are 51k x 50k logits, 10 GB as float32 alone
         token_nll = torch.cat([F.cross_entropy(part.float(), target, reduction="none")
                                for part, target in zip(logits.split(CE_ROWS), targets.split(CE_ROWS))])
-        row_nll += [float(x.sum()) for x in token_nll.split(counts)]  # targets are in row order
+        per_position = torch.zeros(scored[:, :-1].shape, device=device)  # (B, T-1) each scored position's NLL
+        per_position[scored[:, :-1]] = token_nll
+        row_nll += per_position.sum(dim=1).tolist()  # one copy to the host per batch, not one per row
     nll, tokens = sum(row_nll), sum(row_tokens)
     mean_nll = nll / tokens if tokens else float("nan")
     return dict(ppl=math.exp(min(mean_nll, 50.0)) if tokens else float("nan"), nll=mean_nll, tokens=tokens,
