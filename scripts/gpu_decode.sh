@@ -203,6 +203,14 @@ case $PART in
   ts-self)  # self-distillation and certainty forcing (dParallel): the study's model writes its own stories, is
     # fine-tuned on them (or on real text, or both) with each student's certainty weight, and each curve runs
     # beside the others
+    students=() names=()
+    for spec in $SELF_STUDENTS; do  # checked before any training, not after it
+      names+=("${spec%%=*}"); text=${spec#*=}; text=${text%%:*}
+      case $text in self|mix|real) ;; *) echo "error: $spec: a student's TEXT is self, mix or real" >&2; exit 1;; esac
+    done
+    for stage in ${SELF_BENCH//,/ }; do
+      case $stage in curves|slots) ;; *) echo "error: SELF_BENCH takes curves and slots, got $stage" >&2; exit 1;; esac
+    done
     study tinystories tinystories ar,block_pad@ar base,finetune 0
     teacher=$STUDIES/tinystories/runs/block_pad@ar-s0 distilled=$STUDIES/self-distilled
     done_before() { grep -q "^$1 (exit 0)" "$OUT/timings.txt" 2>/dev/null; }  # a stage a warm machine finished
@@ -227,8 +235,6 @@ case $PART in
         done_before "student $name" || { student "$name" "$text" "$weight" "${seed:-0}" & students+=($!); }
       done
     }
-    students=() names=()
-    for spec in $SELF_STUDENTS; do names+=("${spec%%=*}"); done
     train_students real  # (their text is there already: they train beside the distillation)
     [ -f "$distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
@@ -254,7 +260,6 @@ case $PART in
               --thresholds="${SLOTS_THRESHOLDS:-0.9}" --init_from="$STUDIES/tinystories-self/runs/$name"
             samplers=block_slots_compiled_graphs
           done;;
-        *) echo "error: SELF_BENCH takes curves and slots, got $stage" >&2; exit 1;;
       esac
     done
     ;;
