@@ -59,7 +59,7 @@
 #              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
 #              student's curve, side by side: their tokens per pass and perplexities are the point, not their
 #              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
-#              0.9) beside the AR model (tokens/s). The judge (ar-s0) is not the teacher here.
+#              0.9) on $SLOTS_PROMPTS stories (default 50) beside the AR model (tokens/s). The judge (ar-s0) is not the teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
@@ -256,8 +256,9 @@ case $PART in
         slots)  # alone on the GPU, one after another: the compiled slots' tokens/s at $SLOTS_THRESHOLDS, and
           samplers=block_slots_compiled_graphs,ar_graphs  # the AR model's beside the first student's
           for name in "${names[@]}"; do
-            bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 --n_prompts=50 \
-              --thresholds="${SLOTS_THRESHOLDS:-0.9}" --init_from="$STUDIES/tinystories-self/runs/$name"
+            bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 \
+              --n_prompts="${SLOTS_PROMPTS:-50}" --thresholds="${SLOTS_THRESHOLDS:-0.9}" \
+              --init_from="$STUDIES/tinystories-self/runs/$name"
             samplers=block_slots_compiled_graphs
           done;;
       esac
