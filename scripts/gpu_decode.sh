@@ -68,7 +68,9 @@
 #              "--max_repetition=0.2 --real_docs=4096", three students: the study 192-209 s, distillation 68-78 s,
 #              the students done at 311-351 s; then mix2's compiled slots at two thresholds with the AR model 98 s,
 #              two students' curves at 0.9 and 0.8 side by side 108 s, and four more calls sent as each returned
-#              found the machine (docs/speed.md). DEADLINE counts from each run of this script
+#              found the machine (docs/speed.md). At 6897d9f, three students: the study 229 s, distillation done
+#              at 299 s, the students at 392 s; then SLOTS_PROMPTS=200 at two thresholds: 274-280 s for the first
+#              student (with the AR row), 145 s for each other. DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
