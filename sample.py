@@ -104,7 +104,8 @@ def parse_args(argv=None):
     g.add_argument("--cuda_graphs", action="store_true",
                    help="replay each pass as a recorded CUDA graph (on a GPU; elsewhere the passes run eagerly)")
     g.add_argument("--compile", action="store_true",
-                   help="with --slots and --cuda_graphs, greedy: the pass through torch.compile before it is recorded")
+                   help="with --cuda_graphs: the pass through torch.compile before it is recorded (block with "
+                        "--slots, greedy; ar: its one-token pass)")
     g = p.add_argument_group("llada (vanilla) and length_bound")
     g.add_argument("--gen_length", type=_positive_int, default=knobs("llada")["gen_length"])
     g.add_argument("--steps", type=_positive_int, default=None,

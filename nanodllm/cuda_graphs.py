@@ -65,10 +65,15 @@ class DecodingStep:
     yet (>= end), so its shapes depend only on end - a (the prefill's on the prompt's length); without a cache
     (LLaDA's vanilla sampler) every pass already has the canvas's shape. Those passes go through GraphedForward:
     recorded and replayed on the GPU, run eagerly on the CPU, with `then` inside when it is graphable.
+    compile=True (with graphs): each pass goes through torch.compile before it is recorded, so that the graph
+    replays Inductor's fused kernels instead of the eager ones (the AR model's one-token pass; compiling costs
+    seconds per shape, so it is for passes whose shape repeats).
     """
 
-    def __init__(self, model, kv_cache=None, graphs=False, then=None):
-        self.model, self.kv_cache, self.then = model, kv_cache, then
+    def __init__(self, model, kv_cache=None, graphs=False, then=None, compile=False):
+        if compile and not graphs:
+            raise ValueError("compile compiles the pass that the CUDA graphs record: it needs graphs=True")
+        self.model, self.kv_cache, self.then, self.compile = model, kv_cache, then, compile
         self.graphed = recordings(model, kv_cache) if graphs else None
         self.fixed_inputs = (None, None)  # ((a, end), inputs): every pass inside a block has the same ones
         self.canvas = None  # (columns, mask of the whole canvas or None) for the fixed-shape inputs
@@ -83,9 +88,10 @@ class DecodingStep:
         if self.graphed is None:
             logits = self.model(idx, kv_cache=self.kv_cache, logits_at=logits_at, **inputs)
         elif self.then is not None and self.then.graphable:  # the bookkeeping inside the pass's graph
-            return self.graphed(idx, logits_at=logits_at, then=self.then, state=state, **inputs)
+            return self.graphed(idx, logits_at=logits_at, then=self.then, state=state, compile=self.compile,
+                                **inputs)
         else:
-            logits = self.graphed(idx, logits_at=logits_at, **inputs)
+            logits = self.graphed(idx, logits_at=logits_at, compile=self.compile, **inputs)
         return logits if self.then is None else self.then(logits, **state)
 
     def _fixed_shape(self, key_mask, positions, a: int, end: int, B: int, W: int) -> dict:
@@ -149,8 +155,9 @@ class GraphedForward:
     cache, a full (B, 1, T, S) attention mask over the whole cache and `write_at`, the (T,) cache columns the T
     new tokens are written to. With `then` (DecodingStep's), then(logits, **state) is recorded after the forward
     in the same graph, and its tensors are returned instead of the logits; `state`'s tensors are inputs like the
-    others. What comes back lives in the graph's memory and is overwritten by the next call: use it before
-    calling again (the samplers do).
+    others. compile=True: that pass goes through torch.compile first (one graph, fixed shapes), and its fused
+    kernels are what is recorded. What comes back lives in the graph's memory and is overwritten by the next call:
+    use it before calling again (the samplers do).
     """
 
     MODEL_INPUTS = ("idx", "positions", "attn_mask", "write_at")  # the rest of the inputs are then's state
@@ -159,16 +166,22 @@ class GraphedForward:
         self.model, self.kv_cache = model, kv_cache
         self.record = next(model.parameters()).is_cuda
         self.graphs = {}  # input shapes -> (input buffers, output, graph)
+        self.compiled = {}  # on the CPU, input shapes -> the compiled pass, which runs there without a graph
         self.loops = {}  # a loop's key and state shapes -> (its state, output, graph) (loop)
         self.pool = torch.cuda.graph_pool_handle() if self.record else None  # memory shared by our graphs
 
-    def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None, then=None, state=None):
+    def __call__(self, idx, *, positions, attn_mask, logits_at, write_at=None, then=None, state=None,
+                 compile=False):
         inputs = dict(idx=idx, positions=positions, attn_mask=attn_mask, write_at=write_at, **(state or {}))
-        if not self.record:
+        if not self.record and not compile:
             return self._forward(inputs, logits_at, then)
-        key = self.shapes_key(inputs, logits_at, then)
+        key = self.shapes_key(inputs, logits_at, then) + (compile,)
+        if not self.record:  # the CPU: the compiled pass, compiled once per shape, runs without a graph
+            if key not in self.compiled:
+                self.compiled[key] = self._pass(logits_at, then, compile)
+            return self.compiled[key](**inputs)
         if key not in self.graphs:
-            self.graphs[key] = self._record(inputs, logits_at, then)
+            self.graphs[key] = self._record(inputs, self._pass(logits_at, then, compile))
         buffers, output, graph = self.graphs[key]
         for name, t in inputs.items():
             if t is not None:  # an input that is None was None at the recording too: the shapes key says so
@@ -190,9 +203,14 @@ class GraphedForward:
             return logits
         return then(logits, **{name: t for name, t in inputs.items() if name not in self.MODEL_INPUTS})
 
-    def _record(self, inputs, logits_at, then=None):
+    def _pass(self, logits_at, then, compile: bool):
+        """The pass as a function of its inputs' tensors, through torch.compile if asked."""
+        forward = lambda **inputs: self._forward(inputs, logits_at, then)
+        return torch.compile(forward, fullgraph=True, dynamic=False) if compile else forward
+
+    def _record(self, inputs, forward):
         buffers = {name: None if t is None else t.clone() for name, t in inputs.items()}
-        graph, output = record(lambda **b: self._forward(b, logits_at, then), buffers, self.pool)
+        graph, output = record(forward, buffers, self.pool)
         return buffers, output, graph
 
     def loop(self, step, state: dict, key, compile: bool = False) -> tuple[dict, Callable]:

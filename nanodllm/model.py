@@ -177,21 +177,21 @@ class KVCache(nn.Module):
         returns the keys/values to attend over: the prefix and the new ones, or with `write_at` the whole buffer
         (the caller's mask then hides the columns not written yet)."""
         if write_at is not None:
-            if write_at.dim() == 1:  # index_copy_: 24 writes of a gpt2-preset pass take 74 us on an H200, where
+            if torch.compiler.is_compiling():  # torch.compile turns a scatter_ or index_copy_ into the layer's
+                # view into two copies of the whole layer; index_put_ on the whole buffer, every index a tensor,
+                # it writes in place (it takes 212 us per pass uncompiled; docs/speed.md)
+                layer_at = write_at.new_full((1, 1), layer)
+                rows = torch.arange(len(k), device=write_at.device)[:, None]  # (B, 1)
+                self.k[layer_at, rows, :, write_at] = k.transpose(1, 2)  # (B, T, K, D) at each row's columns
+                self.v[layer_at, rows, :, write_at] = v.transpose(1, 2)
+            elif write_at.dim() == 1:  # index_copy_: 24 writes of a gpt2-preset pass take 74 us on an H200, where
                 # scatter_ with the columns repeated per row takes 110
                 self.k[layer].index_copy_(2, write_at, k)
                 self.v[layer].index_copy_(2, write_at, v)
-            elif not torch.compiler.is_compiling():  # each row's own columns: scatter_, 110 us per pass
+            else:  # each row's own columns: scatter_, 110 us per pass
                 at = write_at[:, None, :, None].expand_as(k)  # (B, K, T, D): each row's columns, every head
                 self.k[layer].scatter_(2, at, k)
                 self.v[layer].scatter_(2, at, v)
-            else:  # the same under torch.compile, which turned that scatter_ into the layer's view into two copies
-                # of the whole layer; index_put_ on the whole buffer, every index a tensor, it writes in place
-                # (it takes 212 us per pass uncompiled; docs/speed.md)
-                layer_at = write_at.new_full((1, 1), layer)
-                rows = torch.arange(len(write_at), device=write_at.device)[:, None]  # (B, 1)
-                self.k[layer_at, rows, :, write_at] = k.transpose(1, 2)  # (B, T, K, D) at each row's columns
-                self.v[layer_at, rows, :, write_at] = v.transpose(1, 2)
             return self.k[layer], self.v[layer]  # (B, K, max_len, D)
         end = self.length + k.shape[2]
         if end > self.k.shape[3]:

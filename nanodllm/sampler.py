@@ -171,7 +171,7 @@ def padding(lengths, block: int = 1) -> list[int]:
     return [(max(whole_blocks) - q) * block for q in whole_blocks]
 
 
-def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: int = 1):
+def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: int = 1, prompt_multiple: int = 1):
     """The prompts checked, left-padded (left_pad) and each followed by n_new `fill_id` tokens, with the key mask
     and per-row positions that make every row compute as if it were alone -> (x (B, W), starts, key_mask,
     positions).
@@ -180,10 +180,14 @@ def make_canvas(model, prompts, n_new: int, fill_id: int, caller: str, block: in
     n_new columns follow its own prompt, and the columns after them, up to the canvas's width, are padding.
     key_mask (B, W) is True at real tokens (the prompt and the n_new columns); positions (B, W) start at 0 at each
     row's first real token. Both are None when no row is padded: the model's defaults (all keys real, positions
-    0..W-1) are then exact, and attention keeps its fastest kernels."""
+    0..W-1) are then exact, and attention keeps its fastest kernels.
+    prompt_multiple: more left padding, up to a multiple of it, so that calls on prompts of different lengths
+    build canvases of the same width (a compiled pass is compiled once per shape)."""
     cfg = model.config
     _check_prompts(prompts, cfg, caller)
     rows, n_pad = left_pad(prompts, cfg.pad_id, block)
+    extra = -max(map(len, rows)) % prompt_multiple
+    rows, n_pad = [[cfg.pad_id] * extra + r for r in rows], [n + extra for n in n_pad]
     starts = [len(r) for r in rows]
     # every row computes as if it were alone, on its own positions (below), so each row must fit the model, not
     # the canvas: whole-block padding makes the canvas wider than its longest row by up to a block
@@ -676,9 +680,12 @@ def length_bound_generate(model, prompts, *, max_length=1024, steps=None, temper
 # -----------------------------------------------------------------------------
 # The autoregressive baseline
 
+COMPILED_PROMPT_COLUMNS = 128  # compile=True: the prompts' columns, a multiple of this (one canvas width)
+
+
 @sampling_mode
 def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None,
-                            cache=True, cuda_graphs=False, generator=None, trace=None):
+                            cache=True, cuda_graphs=False, compile=False, generator=None, trace=None):
     """Ordinary left-to-right decoding of a causal model: one token per forward pass.
 
     With cache=True (the baseline) the prompt is prefilled once into a preallocated KVCache, then each pass
@@ -687,25 +694,32 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     cuda_graphs (needs the cache): every pass after the prefill has the same shape, one token per row, so it is
     recorded once as a CUDA graph and replayed (the prefill once per prompt length), with the step's bookkeeping
     (CommitToken) inside when greedy, as block_diffusion_generate does; finished rows ride along.
+    compile=True (with cuda_graphs): the one-token pass goes through torch.compile before it is recorded, as the
+    block sampler's slots' pass does with compile=True, so that a benchmark compares compiled with compiled. A
+    pass is compiled once per shape, and the KV cache's width is the canvas's: the prompts are left-padded to a
+    multiple of COMPILED_PROMPT_COLUMNS, so that prompts of different lengths share one compilation. The prefill
+    is not compiled: it runs once per call.
     """
     cfg = model.config
-    _check_autoregressive(cfg, prompts, max_new_tokens, cache, cuda_graphs)
+    _check_autoregressive(cfg, prompts, max_new_tokens, cache, cuda_graphs, compile)
     _check_sampling(temperature, top_k, top_p)
-    x, starts, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id, "autoregressive_generate")
+    x, starts, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id, "autoregressive_generate",
+                                                 prompt_multiple=COMPILED_PROMPT_COLUMNS if compile else 1)
     P = starts[0]  # every row's first generated column (block=1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    step = DecodingStep(model, kv, graphs=cuda_graphs,
-                        then=CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
-                                         generator=generator))
+    commit = CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    prefill = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
+    step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit, compile=compile)  # each later, one-token pass
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
     with Timer(x.device) as timer:
         for t in range(P, total):  # t: the column the next token goes to
             a = kv.length if kv is not None else 0  # with the cache: the prompt (the prefill), then one token
-            tokens, done, any_done = step(batch.x, batch.key_mask, batch.positions, a, t,
-                                          _last_columns(t - 1 - a, t - a), live=batch.live)  # (B,), (B,), ()
+            run = prefill if t == P else step
+            tokens, done, any_done = run(batch.x, batch.key_mask, batch.positions, a, t,
+                                         _last_columns(t - 1 - a, t - a), live=batch.live)  # (B,), (B,), ()
             batch.x[:, t] = tokens
             nfe, row_nfe = nfe + 1, row_nfe + batch.running
             if kv is not None:
@@ -895,7 +909,7 @@ def _check_length_bound(max_length, steps):
         raise ValueError(f"steps must be >= 1, got {steps}")
 
 
-def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs):
+def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs, compile):
     if config.attention != "causal":
         raise ValueError(f"autoregressive_generate needs a causal model, this one is {config.attention!r}")
     if max_new_tokens < 1:
@@ -904,6 +918,8 @@ def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs):
     if any(len(p) == 0 for p in rows):
         raise ValueError("autoregressive_generate: every prompt needs at least one token to condition on")
     _check_graphs(cache, cuda_graphs)
+    if compile and not cuda_graphs:
+        raise ValueError("compile compiles the pass that cuda_graphs records: it needs cuda_graphs=True")
 
 
 def _check_graphs(cache, cuda_graphs):

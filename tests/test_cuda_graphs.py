@@ -85,6 +85,26 @@ def test_compiled_slots_give_the_eager_tokens(device):
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_compiled_ar_gives_the_eager_tokens_with_one_compilation(device):
+    """compile=True: the AR model's one-token pass through torch.compile, then recorded; the same tokens and pass
+    counts as the eager passes, rows stopping at different steps. The prompts are padded to one canvas width, so
+    that calls on prompts of every length at batch 1 share one KV cache shape and one compiled pass."""
+    torch._dynamo.reset()
+    causal = model_on(device, "causal", sharpen=1.0)
+    runs = [autoregressive_generate(causal, PROMPTS, max_new_tokens=30, cuda_graphs=graphs, compile=graphs)
+            for graphs in (False, True)]
+    check_same(runs)
+    for prompt in PROMPTS:  # lengths 1 to 7
+        alone = [autoregressive_generate(causal, [prompt], max_new_tokens=30, cuda_graphs=graphs, compile=graphs)
+                 for graphs in (False, True)]
+        assert alone[0][0] == alone[1][0]
+    one_row = [g for key, g in causal._decoding_recordings.items() if key[1][0][1] == 1]  # batch 1's caches
+    assert len(one_row) == 1 and sum(key[-1] for key in {**one_row[0].graphs, **one_row[0].compiled}) == 1
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        autoregressive_generate(causal, PROMPTS, max_new_tokens=4, compile=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_each_flag_is_read_while_the_next_run_goes(device):
     """flags_one_ahead: every run's flag in order, each read after the next run was queued, so that one more run
     has been made when the caller stops; the flags are the runs' own, though every run overwrites its output."""

@@ -218,15 +218,16 @@ def test_kv_cache_writes_each_rows_own_columns():
         assert torch.equal(per_row.k[0, b], alone.k[0, 0]) and torch.equal(per_row.v[0, b], alone.v[0, 0])
 
 
-def test_compiled_per_row_writes_are_in_place():
-    """Under torch.compile the (B, T) write goes by index_put_, which inductor does in the cache's own memory: the
-    same keys/values as the eager scatter_, and no buffer of a whole layer's shape in the generated code (a
-    scatter_ into a layer's view became a copy of the layer and back, docs/speed.md)."""
+@pytest.mark.parametrize("at", [torch.tensor([[0, 1, 2], [5, 6, 7]]), torch.tensor([3, 4, 5])])
+def test_compiled_writes_are_in_place(at):
+    """Under torch.compile the write, each row's columns (B, T) or the same for all (T,), goes by index_put_,
+    which inductor does in the cache's own memory: the same keys/values as the eager scatter_ or index_copy_, and
+    no buffer of a whole layer's shape in the generated code (a scatter_ into a layer's view became a copy of the
+    layer and back, docs/speed.md)."""
     from torch._inductor.utils import run_and_get_code
     model = tiny_model().eval()
     c = model.config
     k, v = (torch.randn(2, c.n_kv_head, 3, c.head_dim) for _ in range(2))  # (B, K, T, D)
-    at = torch.tensor([[0, 1, 2], [5, 6, 7]])
     eager, compiled = (KVCache.for_model(model, batch_size=2, max_len=8) for _ in range(2))
     eager.update(1, k, v, write_at=at)
     torch._dynamo.reset()

@@ -440,6 +440,24 @@ def test_left_pad():
     assert [len(r) for r in rows] == [10, 9, 8, 11]
 
 
+def test_a_prompt_multiple_pads_the_canvas_to_one_width():
+    """prompt_multiple: prompts of different lengths give canvases of one width (more left padding), and each row
+    keeps the positions and real keys it had: it still computes as if alone."""
+    model = tiny_model("causal")
+    widths = set()
+    for prompts in ([[5, 6, 7]], [[5] * 11], [[5, 6], [7, 8, 9, 10, 11]]):
+        x, starts, key_mask, positions = make_canvas(model, prompts, 4, PAD, "test", prompt_multiple=16)
+        plain = make_canvas(model, prompts, 4, PAD, "test")
+        widths.add(x.shape[1])
+        extra = x.shape[1] - plain[0].shape[1]
+        assert starts == [s + extra for s in plain[1]] and torch.equal(x[:, extra:], plain[0])
+        assert not key_mask[:, :extra].any() and key_mask[:, extra:].sum() == sum(map(len, prompts)) + 4 * len(prompts)
+        real = key_mask[:, extra:]
+        plain_positions = plain[3] if plain[3] is not None else torch.arange(plain[0].shape[1]).expand_as(real)
+        assert torch.equal(positions[:, extra:][real], plain_positions[real])
+    assert widths == {16 + 4}
+
+
 # -----------------------------------------------------------------------------
 # The autoregressive baseline and the length bound
 
@@ -629,7 +647,8 @@ DEFAULTS = {
                   top_k=None, top_p=None, cache=True, eos_frontier=False, cuda_graphs=False, slots=None,
                   compile=False),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
-    "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False),
+    "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False,
+           compile=False),
 }
 
 
