@@ -30,9 +30,10 @@ Warm-up is excluded: each eager (sampler, batch size) first runs once on a short
 cuBLAS handles and the caching allocator are ready. Each graphed one first runs every batch once in full, untimed:
 that call records every CUDA graph the batch's passes need, and the timed call replays them, recording nothing
 (the recordings are kept with the model, nanodllm/cuda_graphs.py), alike for the block, LLaDA and AR samplers.
-block_slots_compiled_graphs and ar_compiled_graphs also compile their pass (torch.compile) in that untimed call,
-and a compiled sampler's tokens/s is compared with the compiled AR model's where that ran: a compiled pass fuses
-a few hundred small kernels into fewer, which a small model's pass gains much from, so compiling one side only
+The *_compiled_* samplers also compile their pass (torch.compile) in that untimed call. A sampler's tokens/s is
+compared with the AR model's run the same way where that ran (block_slots_compiled_graphs with
+ar_slots_compiled_graphs, then ar_compiled_graphs, then ar_graphs): compiling fuses a small model's few hundred
+small kernels per pass, and continuous batching keeps a batch's rows busy, so giving either to one side only
 flatters it.
 Each call is timed whole, end to end (its canvas and KV cache built, its outputs trimmed: the sampler's own timer
 covers only its decoding loop), synchronising CUDA before and after; a run's calls are also fitted as a time per
@@ -64,9 +65,11 @@ from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
-# continuous batching (block_causal models only; run when asked for by name): the block sampler with slots = the
+# continuous batching (run when asked for by name): the block sampler (block_causal models only) or the AR model
+# with slots = the
 # batch size, each row at its own block, one call for all the prompts
-CONTINUOUS = ("block_slots_graphs", "block_slots_compiled_graphs")  # the second's pass through torch.compile
+CONTINUOUS = ("block_slots_graphs", "block_slots_compiled_graphs",  # the second's pass through torch.compile
+              "ar_slots_graphs", "ar_slots_compiled_graphs")
 # the AR model's one-token pass through torch.compile (run when asked for by name)
 OPT_IN = CONTINUOUS + ("ar_compiled_graphs",)
 LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block, no cache",
@@ -74,6 +77,8 @@ LABELS = {"block": "dLLM-Var block, KV cache", "block_nocache": "dLLM-Var block,
           "block_graphs": "dLLM-Var block, cache, graphs", "llada_graphs": "LLaDA vanilla, graphs",
           "ar_graphs": "autoregressive, cache, graphs", "block_slots_graphs": "dLLM-Var block, cache, graphs, slots",
           "block_slots_compiled_graphs": "dLLM-Var block, cache, graphs, slots, compiled",
+          "ar_slots_graphs": "autoregressive, cache, graphs, slots",
+          "ar_slots_compiled_graphs": "autoregressive, cache, graphs, slots, compiled",
           "ar_compiled_graphs": "autoregressive, cache, graphs, compiled"}
 
 
@@ -98,8 +103,9 @@ def parse_args(argv=None):
                    "(default: all n_prompts)")
     p.add_argument("--batch_sizes", default="1,16", help="comma-separated")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS} and "
-                   f"{OPT_IN} (the block sampler with each row at its own block: one call decodes every prompt, "
-                   "batch size rows at a time; a block_causal model only; and the AR model's pass compiled)")
+                   f"{OPT_IN} (*_slots_*: each row at its own block or column, one call decodes every prompt, "
+                   "batch size rows at a time, the block sampler's on a block_causal model only; *_compiled_*: the "
+                   "pass through torch.compile)")
     p.add_argument("--block_size", type=int, default=knobs("block")["block_size"])
     p.add_argument("--thresholds", default="0.9", help="comma-separated: the block samplers run at each; the "
                    "first is the reference the others' accuracy is compared with")
@@ -187,19 +193,19 @@ def run_sampler(name, model, prompts, args, threshold=None, warmup=False, slots=
     """One call of sampler `name` on a batch (the block samplers at `threshold`; those of CONTINUOUS on all the
     prompts, in `slots` rows); a warm-up call generates only a little."""
     g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
-    common = dict(cuda_graphs=name.endswith("_graphs"), generator=g)
+    # (the vanilla sampler has no compile knob: generate passes each sampler its own)
+    common = dict(cuda_graphs=name.endswith("_graphs"), compile="compiled" in name, generator=g)
     if name.startswith("block"):
         n = min(2 * args.block_size, args.max_new_tokens) if warmup else args.max_new_tokens
-        continuous = dict(slots=slots, compile="compiled" in name) if name in CONTINUOUS else {}
         return generate("block", model, prompts, block_size=args.block_size, threshold=threshold, max_new_tokens=n,
-                        cache=name != "block_nocache", **continuous, **common)
+                        cache=name != "block_nocache", slots=slots, **common)
     if name.startswith("llada"):
         blocks = args.llada_gen_length // args.llada_block_length  # a warm-up decodes the first block only
         return generate("llada", model, prompts, block_length=args.llada_block_length,
                         gen_length=args.llada_block_length if warmup else args.llada_gen_length,
                         steps=args.llada_steps // blocks if warmup else args.llada_steps, **common)
-    return generate("ar", model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens,
-                    compile="compiled" in name, **common)
+    return generate("ar", model, prompts, max_new_tokens=16 if warmup else args.max_new_tokens, slots=slots,
+                    **common)
 
 
 def bench(name, model, pairs, batch_size, args, device, dtype, threshold=None):
@@ -302,16 +308,28 @@ def check_fits(name, model, prompts, args):
 
 def add_speedups(rows, batch_size):
     """End-to-end speed-ups at one batch size, each sampler against the baselines run the same way (eager or
-    graphs; a compiled sampler against the compiled AR model where it ran): time per prompt of LLaDA's vanilla
+    graphs; slots and compiled too where that AR row ran, ar_run_alike): time per prompt of LLaDA's vanilla
     sampler / ours (dLLM-Var's "30x"), and tokens/s of ours / tokens/s of the autoregressive model (its "2.4x")."""
     same = [r for r in rows if r["batch_size"] == batch_size]
     for r in same:
         mode = "_graphs" if r["sampler"].endswith("_graphs") else ""
         llada = next((b for b in same if b["sampler"] == "llada" + mode), None)
-        ar_names = ["ar_compiled_graphs", "ar" + mode] if "compiled" in r["sampler"] else ["ar" + mode]
-        ar = next((b for name in ar_names for b in same if b["sampler"] == name), None)
+        ar = next((b for name in ar_run_alike(r["sampler"]) for b in same if b["sampler"] == name), None)
         r["time_speedup_vs_llada"] = llada["s_per_prompt"] / r["s_per_prompt"] if llada else None
         r["tokens_per_s_vs_ar"] = r["tokens_per_s"] / ar["tokens_per_s"] if ar else None
+
+
+def ar_run_alike(sampler: str) -> list[str]:
+    """The AR rows to compare sampler's tokens/s with, nearest first: the AR model run the same way (its slots,
+    its compile, its graphs: block_slots_compiled_graphs -> ar_slots_compiled_graphs), then a compiled sampler's
+    compiled AR model, then the same mode's plain AR row."""
+    mode = "_graphs" if sampler.endswith("_graphs") else ""
+    if sampler.startswith("block"):
+        alike = ["ar" + sampler.removeprefix("block")]  # block_slots_graphs -> ar_slots_graphs
+    else:  # an AR row is its own; the vanilla sampler has no AR row alike
+        alike = [sampler] if sampler.startswith("ar") else []
+    compiled = ["ar_compiled_graphs"] if "compiled" in sampler else []
+    return alike + compiled + ["ar" + mode]
 
 
 def add_quality_vs_reference(rows, batch_size, reference):
@@ -407,7 +425,7 @@ def main(argv=None):
     if diffusion.config.attention == "causal":
         fail(f"{args.init_from} is a causal model; --init_from takes the diffusion model (and --ar_init_from the "
              f"causal one)")
-    continuous = [s for s in args.samplers if s in CONTINUOUS]
+    continuous = [s for s in args.samplers if s in CONTINUOUS and s.startswith("block")]
     if continuous and diffusion.config.attention != "block_causal":
         fail(f"{continuous[0]} decodes rows at their own blocks with an exact KV cache, which needs a block_causal "
              f"model; {args.init_from} is {diffusion.config.attention}")

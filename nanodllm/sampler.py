@@ -442,29 +442,13 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
     firsts = [bs + len(p) for p in prompts]  # each prompt's first generated column
     rows = [[cfg.pad_id] * bs + p + [cfg.mask_id] * max_new_tokens + [cfg.pad_id] * (W - first - max_new_tokens)
             for p, first in zip(prompts, firsts)]
-    per_row = lambda dtype=torch.long: torch.zeros(R, dtype=dtype, device=device)
-    counter = lambda: torch.zeros((), dtype=torch.long, device=device)
-    state = dict(x=torch.full((R, W), cfg.pad_id, device=device),  # (R, W): the rows in flight
-                 start=per_row(), first_new=per_row(),  # the first column of its block, of its generated ones
-                 holds=per_row(), live=per_row(torch.bool),  # the prompt it holds; whether it decodes one
-                 taken=counter(), row_passes=counter(),  # prompts taken so far; rows fed, summed over passes
-                 queue=torch.tensor(rows, device=device),  # (N, W): every prompt's row, taken in order
-                 queue_first_new=torch.tensor(firsts, device=device),  # (N,)
-                 outputs=torch.zeros(N + 1, W, dtype=torch.long, device=device))  # (N + 1, W): each prompt's
-    # finished row; the last one is where the rows that did not finish write theirs (a fixed shape: no branch)
+    state = _slots_state(rows, firsts, R, cfg.pad_id, device)
+    state["start"] = torch.zeros(R, dtype=torch.long, device=device)  # the first column of each row's block
 
     def slot_pass(x, start, first_new, holds, live, taken, row_passes, queue, queue_first_new, outputs):
         """One pass of every row, the state updated in place -> whether anything is left (0-dim bool)."""
-        # the free rows (finished, or not filled yet) take the next prompts of the queue, in slot order
-        i = taken + (~live).cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
-        take = ~live & (i < N)
-        i = i.clamp(max=N - 1)
-        x.copy_(torch.where(take[:, None], queue[i], x))
-        first_new.copy_(torch.where(take, queue_first_new[i], first_new))
-        holds.copy_(torch.where(take, i, holds))
+        take = _fill_free_rows(x, first_new, holds, live, taken, queue, queue_first_new)
         start.masked_fill_(take, bs)  # the padding block is complete: a new row's first block is its prompt's
-        live |= take
-        taken += take.sum()
         row_passes += live.sum()
         # the pass: each row's block and the one before it, at the row's own columns
         after_last = first_new + max_new_tokens  # (R,)
@@ -488,19 +472,62 @@ def _decode_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graph
         outputs.index_copy_(0, torch.where(done, holds, N), x)
         return live.any() | (taken < N)
 
-    if cuda_graphs and commit.graphable:  # a random draw from the caller's generator cannot be recorded
-        state, run = recordings(model, kv).loop(slot_pass, state, key=("slots", commit, max_new_tokens),
-                                                compile=compile)
+    return _run_slots(model, kv, slot_pass, state, ("slots", commit, max_new_tokens), cuda_graphs and
+                      commit.graphable, compile, firsts, max_new_tokens, cfg.eos_id)
+
+
+# The slots' shared parts: every prompt's row in a queue on the GPU, free rows refilled from it inside the pass, the
+# loop of passes replayed with one flag read per pass (block_diffusion_generate's slots, autoregressive_generate's)
+
+def _slots_state(rows, firsts, R: int, pad_id: int, device) -> dict:
+    """The GPU state of R slots decoding these prompt rows (each padded to the canvas's width W), firsts[i] being
+    row i's first generated column -> the tensors every pass reads and updates in place."""
+    N, W = len(rows), len(rows[0])
+    per_row = lambda dtype=torch.long: torch.zeros(R, dtype=dtype, device=device)
+    counter = lambda: torch.zeros((), dtype=torch.long, device=device)
+    return dict(x=torch.full((R, W), pad_id, device=device),  # (R, W): the rows in flight
+                first_new=per_row(),  # the first generated column of the prompt each slot holds
+                holds=per_row(), live=per_row(torch.bool),  # the prompt it holds; whether it decodes one
+                taken=counter(), row_passes=counter(),  # prompts taken so far; rows fed, summed over passes
+                queue=torch.tensor(rows, device=device),  # (N, W): every prompt's row, taken in order
+                queue_first_new=torch.tensor(firsts, device=device),  # (N,)
+                outputs=torch.zeros(N + 1, W, dtype=torch.long, device=device))  # (N + 1, W): each prompt's
+    # finished row; the last one is where the rows that did not finish write theirs (a fixed shape: no branch)
+
+
+def _fill_free_rows(x, first_new, holds, live, taken, queue, queue_first_new):
+    """The free slots (finished, or not filled yet) take the next prompts of the queue, in slot order, all in
+    place and without a branch on the data -> which slots took one (R,) bool."""
+    i = taken + (~live).cumsum(dim=0) - 1  # (R,): the prompt each free row takes, if there is one left
+    take = ~live & (i < len(queue))
+    i = i.clamp(max=len(queue) - 1)
+    x.copy_(torch.where(take[:, None], queue[i], x))
+    first_new.copy_(torch.where(take, queue_first_new[i], first_new))
+    holds.copy_(torch.where(take, i, holds))
+    live |= take
+    taken += take.sum()
+    return take
+
+
+def _run_slots(model, kv, slot_pass, state, key, graphs: bool, compile: bool, firsts, max_new_tokens: int,
+               eos_id: int) -> Decoded:
+    """slot_pass(**state) again and again until it says nothing is left -> Decoded. With graphs, the whole pass
+    is one recorded graph (GraphedForward.loop; compiled first if asked), and each pass's one sync, the flag, is
+    read while the next pass runs (flags_one_ahead; the pass after the last changes nothing). The outputs come
+    back in one copy at the end."""
+    device = state["x"].device
+    if graphs:
+        state, run = recordings(model, kv).loop(slot_pass, state, key=key, compile=compile)
     else:
         run = lambda: slot_pass(**state)
     nfe = 0
     with Timer(device) as timer:
-        for left in flags_one_ahead(run, device):  # each pass's one sync: is anything left?
+        for left in flags_one_ahead(run, device):
             nfe += 1
             if not left:
                 break
         outputs = state["outputs"].tolist()  # one copy back
-    out = [trim_at_eos(outputs[i][first:first + max_new_tokens], cfg.eos_id) for i, first in enumerate(firsts)]
+    out = [trim_at_eos(outputs[i][first:first + max_new_tokens], eos_id) for i, first in enumerate(firsts)]
     return Decoded(out, nfe, state["row_passes"].item(), timer.seconds)
 
 
@@ -685,7 +712,7 @@ COMPILED_PROMPT_COLUMNS = 128  # compile=True: the prompts' columns, a multiple 
 
 @sampling_mode
 def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None,
-                            cache=True, cuda_graphs=False, compile=False, generator=None, trace=None):
+                            cache=True, cuda_graphs=False, slots=None, compile=False, generator=None, trace=None):
     """Ordinary left-to-right decoding of a causal model: one token per forward pass.
 
     With cache=True (the baseline) the prompt is prefilled once into a preallocated KVCache, then each pass
@@ -699,16 +726,26 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     pass is compiled once per shape, and the KV cache's width is the canvas's: the prompts are left-padded to a
     multiple of COMPILED_PROMPT_COLUMNS, so that prompts of different lengths share one compilation. The prefill
     is not compiled: it runs once per call.
+    slots=R: continuous batching, as the block sampler's slots: the prompts, as many as there are, in R rows, each
+    at its own column, a finished row taking the next prompt in the same pass, the whole pass one CUDA graph over
+    a state on the GPU (_decode_ar_slots). Why: a batch runs until its longest row ends, its finished rows riding
+    along, and each pass waits for its stop flag before the next is launched; the block sampler's slots do
+    neither, and a baseline should not be slower than it needs to be.
     """
     cfg = model.config
     _check_autoregressive(cfg, prompts, max_new_tokens, cache, cuda_graphs, compile)
     _check_sampling(temperature, top_k, top_p)
+    commit = CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    if slots is not None:
+        _check_ar_slots(slots, trace)
+        done = _decode_ar_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit,
+                                compile=compile)
+        return done.out, GenerationStats.of(done.out, cfg.eos_id, done.nfe, done.row_nfe, done.seconds)
     x, starts, key_mask, positions = make_canvas(model, prompts, max_new_tokens, cfg.pad_id, "autoregressive_generate",
                                                  prompt_multiple=COMPILED_PROMPT_COLUMNS if compile else 1)
     P = starts[0]  # every row's first generated column (block=1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    commit = CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     prefill = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
     step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit, compile=compile)  # each later, one-token pass
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
@@ -733,6 +770,50 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
             if not batch.running:
                 break
     return batch.out, GenerationStats.of(batch.out, cfg.eos_id, nfe, row_nfe, timer.seconds)
+
+
+def _decode_ar_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_graphs: bool, commit,
+                     compile: bool = False) -> Decoded:
+    """autoregressive_generate's slots=R: every prompt decoded in one of R rows, each at its own column.
+
+    Row j holds its prompt from column 0, then room for max_new_tokens; at[j] is the column it feeds. Every pass
+    feeds each row one token, at its own column and position, writing its key and value at that column of the
+    row's KV cache (write_at (R, 1)); causal attention hides the columns after it, whatever an earlier prompt left
+    there. The next token is the model's once the row is past its prompt; inside the prompt it is the prompt's
+    own and the logits go unused: a new row walks through its prompt one token a pass, so there is no prefill and
+    every pass has one shape. A row is done at its EOS or at its last column. The queue, the refill and the loop
+    are the block sampler's slots' (_slots_state, _fill_free_rows, _run_slots)."""
+    cfg = model.config
+    prompts = prompt_rows(prompts)
+    R, N = min(slots, len(prompts)), len(prompts)
+    W = max(len(p) for p in prompts) + max_new_tokens
+    device = next(model.parameters()).device
+    kv = KVCache.for_model(model, R, W)
+    firsts = [len(p) for p in prompts]  # each prompt's first generated column
+    state = _slots_state([p + [cfg.pad_id] * (W - len(p)) for p in prompts], firsts, R, cfg.pad_id, device)
+    state["at"] = torch.zeros(R, dtype=torch.long, device=device)  # the column each row feeds
+
+    def ar_pass(x, at, first_new, holds, live, taken, row_passes, queue, queue_first_new, outputs):
+        """One token of every row, the state updated in place -> whether anything is left (0-dim bool)."""
+        take = _fill_free_rows(x, first_new, holds, live, taken, queue, queue_first_new)
+        at.masked_fill_(take, 0)
+        row_passes += live.sum()
+        columns = torch.arange(W, device=device)  # made inside the pass, as _decode_slots says why
+        fed = at[:, None]  # (R, 1)
+        logits = model(x.gather(1, fed), kv_cache=kv, write_at=fed, positions=fed,
+                       attn_mask=attention_mask(fed, columns, segments=model.segments(columns)))  # (R, 1, V)
+        token, _ = commit.sample(logits[:, 0])  # (R,)
+        after = at + 1  # (R,): the column the token is for
+        writes = live & (after >= first_new)  # past its prompt: the model's token
+        x.scatter_(1, after[:, None], torch.where(writes, token, x.gather(1, after[:, None])[:, 0])[:, None])
+        done = writes & ((token == cfg.eos_id) | (after == first_new + max_new_tokens - 1))
+        at += live & ~done
+        live &= ~done
+        outputs.index_copy_(0, torch.where(done, holds, N), x)
+        return live.any() | (taken < N)
+
+    return _run_slots(model, kv, ar_pass, state, ("ar_slots", commit, max_new_tokens), cuda_graphs and
+                      commit.graphable, compile, firsts, max_new_tokens, cfg.eos_id)
 
 
 @dataclass(frozen=True)
@@ -920,6 +1001,13 @@ def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs, c
     _check_graphs(cache, cuda_graphs)
     if compile and not cuda_graphs:
         raise ValueError("compile compiles the pass that cuda_graphs records: it needs cuda_graphs=True")
+
+
+def _check_ar_slots(slots, trace):
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    if trace is not None:
+        raise ValueError("trace follows the rows of one batch: it does not go with slots")
 
 
 def _check_graphs(cache, cuda_graphs):

@@ -59,8 +59,9 @@
 #              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
 #              student's curve, side by side: their tokens per pass and perplexities are the point, not their
 #              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
-#              0.9) on $SLOTS_PROMPTS stories (default 50) beside the AR model, uncompiled and compiled (its
-#              tokens/s is compared with the compiled AR model's since 2026-12-04). The judge (ar-s0) is not the
+#              0.9) on $SLOTS_PROMPTS stories (default 50), the first student's beside the AR model's rows in
+#              $SLOTS_AR (default ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs: since 2026-12-04 the
+#              compiled slots' tokens/s are compared with the AR model run alike). The judge (ar-s0) is not the
 #              teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
@@ -121,9 +122,10 @@ declare -A FLAGS=(
   [tinystories]="--data_source=$DATA --num_samples=300 --eval_flags=--judge=$STUDIES/tinystories/runs/ar-s0"
 )
 declare -A CAP=([lengthtask]=320 [tinystories]=512)
-# continuous batching at batch 16 (ls-slots, ts-slots): the slots beside batches run to their ends
+# continuous batching at batch 16 (ls-slots, ts-slots): the slots, block and AR, beside batches run to their ends
 SLOTS_FLAGS="--batch_sizes=16 --thresholds=0.9 \
-  --samplers=block_graphs,block_slots_graphs,block_slots_compiled_graphs,ar_graphs,ar_compiled_graphs,llada_graphs"
+  --samplers=block_graphs,block_slots_graphs,block_slots_compiled_graphs,ar_graphs,ar_compiled_graphs,\
+ar_slots_graphs,ar_slots_compiled_graphs,llada_graphs"
 
 study() {  # dataset name recipes stages seeds [flags...]: study.py until the deadline; collects what it has
   local dataset=$1 name=$2 recipes=$3 stages=$4 seeds=$5
@@ -258,7 +260,7 @@ case $PART in
           done
           wait;;
         slots)  # alone on the GPU, one after another: the compiled slots' tokens/s at $SLOTS_THRESHOLDS, and
-          samplers=block_slots_compiled_graphs,ar_graphs,ar_compiled_graphs  # the AR model's beside the first
+          samplers=block_slots_compiled_graphs,${SLOTS_AR:-ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs}
           for name in "${names[@]}"; do
             bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 \
               --n_prompts="${SLOTS_PROMPTS:-50}" --thresholds="${SLOTS_THRESHOLDS:-0.9}" \

@@ -400,22 +400,24 @@ def test_the_compiled_slots_ask_the_sampler_to_compile(monkeypatch, name, compil
     assert given[0]["compile"] is compiled and given[0]["slots"] == 4 and given[0]["cuda_graphs"]
 
 
-@pytest.mark.parametrize("name, compiled", [("ar_graphs", False), ("ar_compiled_graphs", True)])
-def test_the_compiled_ar_model_asks_the_sampler_to_compile(monkeypatch, name, compiled):
+@pytest.mark.parametrize("name, compiled, slots", [("ar_graphs", False, None), ("ar_compiled_graphs", True, None),
+                                                   ("ar_slots_graphs", False, 4), ("ar_slots_compiled_graphs", True, 4)])
+def test_the_ar_samplers_ask_for_their_compile_and_slots(monkeypatch, name, compiled, slots):
     given = []
     monkeypatch.setattr(bench_sampler, "generate", lambda sampler, model, prompts, **knobs: given.append(knobs))
-    bench_sampler.run_sampler(name, tiny_model(), [[1]], SimpleNamespace(seed=0, max_new_tokens=64))
-    assert given[0]["compile"] is compiled and given[0]["cuda_graphs"]
+    bench_sampler.run_sampler(name, tiny_model(), [[1]], SimpleNamespace(seed=0, max_new_tokens=64), slots=slots)
+    assert given[0]["compile"] is compiled and given[0]["slots"] == slots and given[0]["cuda_graphs"]
 
 
-def test_a_compiled_sampler_is_compared_with_the_compiled_ar_model():
-    """Compiling fuses a small model's many small kernels: the compiled slots' tokens/s are divided by the
-    compiled AR model's where that ran, the others' by the uncompiled AR model's."""
-    rows = [dict(sampler=name, batch_size=1, s_per_prompt=1.0, tokens_per_s=tps) for name, tps in
-            [("block_slots_compiled_graphs", 600.0), ("block_slots_graphs", 300.0), ("ar_graphs", 100.0),
-             ("ar_compiled_graphs", 200.0)]]
+def test_each_sampler_is_compared_with_the_ar_model_run_alike():
+    """Compiling fuses a small model's many small kernels, and slots keep a batch's rows busy: a sampler's
+    tokens/s are divided by the AR model's run the same way where that ran (slots and compiled, then compiled),
+    else by the plain graphed AR model's."""
+    rates = dict(block_slots_compiled_graphs=1200.0, block_slots_graphs=600.0, block_graphs=300.0, ar_graphs=100.0,
+                 ar_compiled_graphs=200.0, ar_slots_graphs=150.0, ar_slots_compiled_graphs=400.0)
+    rows = [dict(sampler=name, batch_size=1, s_per_prompt=1.0, tokens_per_s=tps) for name, tps in rates.items()]
     bench_sampler.add_speedups(rows, 1)
-    assert [r["tokens_per_s_vs_ar"] for r in rows] == [3.0, 3.0, 1.0, 1.0]
-    without = [dict(r) for r in rows if r["sampler"] != "ar_compiled_graphs"]
+    assert [r["tokens_per_s_vs_ar"] for r in rows] == [3.0, 4.0, 3.0, 1.0, 1.0, 1.0, 1.0]
+    without = [dict(r) for r in rows if "slots" not in r["sampler"] or r["sampler"].startswith("block")]
     bench_sampler.add_speedups(without, 1)
-    assert without[0]["tokens_per_s_vs_ar"] == 6.0
+    assert [r["tokens_per_s_vs_ar"] for r in without[:3]] == [6.0, 6.0, 3.0]

@@ -105,6 +105,25 @@ def test_compiled_ar_gives_the_eager_tokens_with_one_compilation(device):
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_ar_slots_replay_one_graph_with_the_eager_tokens(device):
+    """AR slots: every pass has one shape (one token per row, the whole cache), so one recording of the whole
+    pass, its inputs and bookkeeping included, serves the whole call; its replays give the eager run's tokens and
+    pass counts, rows stopping at different steps. Compiled too, on a model without the test's wrapper (whose log
+    of calls torch.compile would recompile for at every pass)."""
+    causal = model_on(device, "causal", sharpen=1.0)
+    wrap_forward(causal, eos_at_12)
+    stats = check_same(run_both(autoregressive_generate, causal, max_new_tokens=30, slots=2))
+    assert sum(stats.finished) > 0 and len(set(stats.tokens)) > 1
+    if device == "cuda":
+        graphs = [g for g in causal.__dict__["_decoding_recordings"].values() if g.kv_cache is not None]
+        assert [(len(g.graphs), len(g.loops)) for g in graphs] == [(0, 1)]
+    causal = model_on(device, "causal", sharpen=1.0)
+    runs = [autoregressive_generate(causal, PROMPTS, max_new_tokens=30, slots=2, cuda_graphs=graphs,
+                                    compile=graphs) for graphs in (False, True)]
+    check_same(runs)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_each_flag_is_read_while_the_next_run_goes(device):
     """flags_one_ahead: every run's flag in order, each read after the next run was queued, so that one more run
     has been made when the caller stops; the flags are the runs' own, though every run overwrites its output."""

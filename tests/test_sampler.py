@@ -473,6 +473,33 @@ def test_ar_cache_equals_recompute(temperature):
         assert runs[0][0] == [autoregressive_generate(model, [p], max_new_tokens=20)[0][0] for p in PROMPTS]
 
 
+@pytest.mark.parametrize("kwargs", [{}, dict(cuda_graphs=True)])
+def test_ar_slots_write_what_each_prompt_writes_alone(kwargs):
+    """AR slots: 12 prompts of 1 to 12 tokens in 3 rows, each at its own column; rows stop at an EOS at position
+    19 or at the cap of 14 tokens, and a finished row's slot takes the next prompt. Every pass feeds one token per
+    row (a new row walks through its prompt, no prefill); every prompt gets the tokens it gets alone, and the
+    rows never wait for each other: a prompt costs its length - 1 + its output's length row-passes."""
+    model = tiny_model("causal", sharpen=3.0)
+    log = wrap_forward(model, eos_every(19))
+    prompts = [list(range(1, n + 1)) for n in range(1, 13)]
+    out, stats = autoregressive_generate(model, prompts, max_new_tokens=14, slots=3, **kwargs)
+    assert {shape for _, shape in log} == {(3, 1)}
+    assert len(log) == stats.nfe + 1  # one more pass ran while the host read the last one's flag
+    assert out == [autoregressive_generate(model, [p], max_new_tokens=14)[0][0] for p in prompts]
+    assert 0 < sum(stats.finished) < len(prompts)  # some rows end by EOS, some at the cap
+    assert stats.row_nfe == sum(len(p) - 1 + len(o) for p, o in zip(prompts, out))
+    assert stats.nfe < 1.1 * stats.row_nfe / 3  # the 3 rows stay busy to the end
+    assert_clean(out, stats)
+    wrap_forward(model, no_eos)  # every row to the cap: the longest one ends at the canvas's last column
+    out, stats = autoregressive_generate(model, prompts, max_new_tokens=14, slots=3, **kwargs)
+    assert out == [autoregressive_generate(model, [p], max_new_tokens=14)[0][0] for p in prompts]
+    assert not any(stats.finished) and {len(o) for o in out} == {14}
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        autoregressive_generate(model, prompts, slots=0)
+    with pytest.raises(ValueError, match="trace"):
+        autoregressive_generate(model, prompts, slots=2, trace=print)
+
+
 def test_ar_needs_a_causal_model():
     with pytest.raises(ValueError, match="causal"):
         autoregressive_generate(tiny_model("bidirectional"), PROMPTS, max_new_tokens=4)
@@ -648,7 +675,7 @@ DEFAULTS = {
                   compile=False),
     "length_bound": dict(max_length=1024, steps=None, temperature=0.0, remasking="low_confidence"),
     "ar": dict(max_new_tokens=1024, temperature=0.0, top_k=None, top_p=None, cache=True, cuda_graphs=False,
-           compile=False),
+           slots=None, compile=False),
 }
 
 
