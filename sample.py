@@ -5,6 +5,7 @@
     python sample.py --init_from=out/dllm_var --prompt="Tom had a red ball." --show
     python sample.py --init_from=out/ar --sampler=ar --prompt="Lily went to the park."
     python sample.py --init_from=out/block_pad --prompt=@prompts.txt --slots=16 --cuda_graphs --compile   # fastest
+    python sample.py --init_from=out/ar --prompt=@prompts.txt --slots=16 --cuda_graphs --compile          # AR's too
     python sample.py --init_from=random:tiny --show        # an untrained model: tries the script, writes noise
     python sample.py --init_from=random:tiny:causal        # the same, for the autoregressive sampler
 
@@ -99,8 +100,9 @@ def parse_args(argv=None):
                    help="commit an EOS only at a row's first masked position (the stop decided left to right)")
     g.add_argument("--no_cache", action="store_true", help="recompute everything every step (block, ar)")
     g.add_argument("--slots", type=_positive_int, default=None,
-                   help="block, a block_causal model: decode every sample in this many rows, each at its own "
-                        "block, a finished row taking the next sample (continuous batching; replaces --batch_size)")
+                   help="block (a block_causal model) or ar: decode every sample in this many rows, each at its "
+                        "own block or column, a finished row taking the next sample (continuous batching; replaces "
+                        "--batch_size)")
     g.add_argument("--cuda_graphs", action="store_true",
                    help="replay each pass as a recorded CUDA graph (on a GPU; elsewhere the passes run eagerly)")
     g.add_argument("--compile", action="store_true",
@@ -236,8 +238,8 @@ def main(argv=None):
         sys.exit(f"error: --sampler={sampler} does not fit this model ({cfg.attention} attention): "
                  f"use --sampler=ar for a causal model and block/llada/length_bound for a diffusion model")
 
-    if args.slots and sampler != "block":
-        sys.exit(f"error: --slots is the block sampler's, not {sampler}'s")
+    if args.slots and sampler not in ("block", "ar"):
+        sys.exit(f"error: --slots is the block and ar samplers', not {sampler}'s")
 
     tok = get_tokenizer()
     texts = read_prompts(args)

@@ -101,6 +101,17 @@ def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys, device):
         assert "error: --slots decodes every sample in one call" in capsys.readouterr().err
 
 
+def test_ar_slots_print_what_each_sample_gets_alone(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once upon a time\nTom had a red ball. He\nLily\nThe sun was")
+    common = ["--init_from=random:tiny:causal", f"--prompt_file={prompts}", "--max_new_tokens=12", "--device=cpu"]
+    texts = []
+    for flags in (["--batch_size=1"], ["--slots=2"]):
+        sample.main(common + flags)
+        texts.append(capsys.readouterr().out.split("\n--- sample ")[1:])
+    assert len(texts[0]) == 4 and [t.split("\n")[:2] for t in texts[1]] == [t.split("\n")[:2] for t in texts[0]]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--init_from=out/no_such_run"], "error: no checkpoint at out/no_such_run"),
     (QUICK + ["--prompt_file=PROMPTS"], "error: prompt file PROMPTS is not UTF-8 (invalid byte at offset 3)"),
@@ -108,7 +119,7 @@ def test_slots_print_what_each_sample_gets_alone(tmp_path, capsys, device):
     (["--init_from=random:tiny", "--device=cuda"], "error: device 'cuda' asked for, but CUDA is not available"),
     (QUICK + ["--slots=2"], "error: slots needs a block_causal model and cache=True"),
     (["--init_from=random:tiny:block_causal", "--device=cpu", "--sampler=llada", "--slots=2"],
-     "error: --slots is the block sampler's, not llada's"),
+     "error: --slots is the block and ar samplers', not llada's"),
 ])
 def test_mistakes_give_one_error_line(tmp_path, args, message):
     if "--device=cuda" in args and torch.cuda.is_available():
