@@ -737,7 +737,7 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     _check_sampling(temperature, top_k, top_p)
     commit = CommitToken(eos_id=cfg.eos_id, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     if slots is not None:
-        _check_ar_slots(slots, trace)
+        _check_ar_slots(slots, cache, trace, compile, temperature)
         done = _decode_ar_slots(model, prompts, max_new_tokens, slots=slots, cuda_graphs=cuda_graphs, commit=commit,
                                 compile=compile)
         return done.out, GenerationStats.of(done.out, cfg.eos_id, done.nfe, done.row_nfe, done.seconds)
@@ -785,6 +785,8 @@ def _decode_ar_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_gr
     are the block sampler's slots' (_slots_state, _fill_free_rows, _run_slots)."""
     cfg = model.config
     prompts = prompt_rows(prompts)
+    _check_prompts(prompts, cfg, "autoregressive_generate")
+    _check_length(max(len(p) for p in prompts) + max_new_tokens, cfg, "autoregressive_generate")
     R, N = min(slots, len(prompts)), len(prompts)
     W = max(len(p) for p in prompts) + max_new_tokens
     device = next(model.parameters()).device
@@ -1003,11 +1005,18 @@ def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs, c
         raise ValueError("compile compiles the pass that cuda_graphs records: it needs cuda_graphs=True")
 
 
-def _check_ar_slots(slots, trace):
+def _check_ar_slots(slots, cache, trace, compile, temperature):
+    """autoregressive_generate's continuous batching: how many rows (slots) it keeps in flight."""
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
+    if not cache:
+        raise ValueError("slots keep each row's keys and values at its own columns of the KV cache: they need "
+                         "cache=True")
     if trace is not None:
         raise ValueError("trace follows the rows of one batch: it does not go with slots")
+    if compile and temperature > 0:
+        raise ValueError("compile compiles the slots' pass that cuda_graphs records, which records greedy "
+                         "decoding only: it needs temperature=0")
 
 
 def _check_graphs(cache, cuda_graphs):

@@ -494,10 +494,11 @@ def test_ar_slots_write_what_each_prompt_writes_alone(kwargs):
     out, stats = autoregressive_generate(model, prompts, max_new_tokens=14, slots=3, **kwargs)
     assert out == [autoregressive_generate(model, [p], max_new_tokens=14)[0][0] for p in prompts]
     assert not any(stats.finished) and {len(o) for o in out} == {14}
-    with pytest.raises(ValueError, match="slots must be >= 1"):
-        autoregressive_generate(model, prompts, slots=0)
-    with pytest.raises(ValueError, match="trace"):
-        autoregressive_generate(model, prompts, slots=2, trace=print)
+    for bad, message in [(dict(slots=0), "slots must be >= 1"), (dict(slots=2, cache=False), "cache=True"),
+                         (dict(slots=2, trace=print), "trace"), (dict(slots=2, max_new_tokens=250), "max_seq_len"),
+                         (dict(slots=2, compile=True, cuda_graphs=True, temperature=1.0), "temperature=0")]:
+        with pytest.raises(ValueError, match=message):
+            autoregressive_generate(model, prompts, **bad)
 
 
 def test_ar_needs_a_causal_model():
