@@ -65,8 +65,7 @@ from nanodllm.tokenizer import get_tokenizer
 
 SAMPLERS = ("block", "block_nocache", "llada", "ar", "block_graphs", "llada_graphs", "ar_graphs")
 # continuous batching (run when asked for by name): the block sampler (block_causal models only) or the AR model
-# with slots = the
-# batch size, each row at its own block, one call for all the prompts
+# with slots = the batch size, each row at its own block or column, one call for all the prompts
 CONTINUOUS = ("block_slots_graphs", "block_slots_compiled_graphs",  # the second's pass through torch.compile
               "ar_slots_graphs", "ar_slots_compiled_graphs")
 # the AR model's one-token pass through torch.compile (run when asked for by name)

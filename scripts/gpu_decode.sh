@@ -61,8 +61,8 @@
 #              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
 #              0.9) on $SLOTS_PROMPTS stories (default 50), the first student's beside the AR model's rows in
 #              $SLOTS_AR (default ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs: since 2026-12-04 the
-#              compiled slots' tokens/s are compared with the AR model run alike). The judge (ar-s0) is not the
-#              teacher here.
+#              compiled slots' tokens/s are compared with the compiled AR model at its best). The judge (ar-s0) is
+#              not the teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
@@ -260,6 +260,7 @@ case $PART in
           done
           wait;;
         slots)  # alone on the GPU, one after another: the compiled slots' tokens/s at $SLOTS_THRESHOLDS, and
+          # the AR model's rows beside the first student's
           samplers=block_slots_compiled_graphs,${SLOTS_AR:-ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs}
           for name in "${names[@]}"; do
             bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 \
