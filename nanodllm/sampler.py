@@ -973,14 +973,19 @@ def _check_slots(slots, steps_per_block, config, cache, trace, cuda_graphs, comp
                          "decoding only: it needs slots, cuda_graphs=True and temperature=0")
     if slots is None:
         return
-    if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+    _check_rows_in_flight(slots, trace)
     if steps_per_block is not None:
         raise ValueError("slots commits by threshold, each row on its own: it does not go with steps_per_block")
     if config.attention != "block_causal" or not cache:
         raise ValueError("slots needs a block_causal model and cache=True: a row's finished blocks get their keys "
                          "and values computed again, which gives the ones the cache held only when nothing attends "
                          f"forward (this model's attention is {config.attention!r})")
+
+
+def _check_rows_in_flight(slots, trace):
+    """What the slots of either sampler need: at least one row, and no trace, which follows one batch's rows."""
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
     if trace is not None:
         raise ValueError("trace follows the rows of one batch: it does not go with slots")
 
@@ -1007,13 +1012,10 @@ def _check_autoregressive(config, prompts, max_new_tokens, cache, cuda_graphs, c
 
 def _check_ar_slots(slots, cache, trace, compile, temperature):
     """autoregressive_generate's continuous batching: how many rows (slots) it keeps in flight."""
-    if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+    _check_rows_in_flight(slots, trace)
     if not cache:
         raise ValueError("slots keep each row's keys and values at its own columns of the KV cache: they need "
                          "cache=True")
-    if trace is not None:
-        raise ValueError("trace follows the rows of one batch: it does not go with slots")
     if compile and temperature > 0:
         raise ValueError("compile compiles the slots' pass that cuda_graphs records, which records greedy "
                          "decoding only: it needs temperature=0")
