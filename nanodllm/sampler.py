@@ -746,8 +746,8 @@ def autoregressive_generate(model, prompts, *, max_new_tokens=1024, temperature=
     P = starts[0]  # every row's first generated column (block=1)
     total = x.shape[1]
     kv = KVCache.for_model(model, len(x), total) if cache else None
-    prefill = DecodingStep(model, kv, graphs=cuda_graphs, then=commit)
-    step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit, compile=compile)  # each later, one-token pass
+    step = DecodingStep(model, kv, graphs=cuda_graphs, then=commit, compile=compile)  # each one-token pass
+    prefill = DecodingStep(model, kv, graphs=cuda_graphs, then=commit) if compile else step  # not compiled
     batch = DecodingBatch(x, key_mask, positions, kv, keep_shape=cuda_graphs, starts=starts, n_new=max_new_tokens)
 
     nfe = row_nfe = 0
