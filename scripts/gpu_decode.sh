@@ -27,7 +27,10 @@
 #              pass through torch.compile) beside the block sampler's batches run to their ends, the AR model and
 #              the vanilla sampler (its 4 prompts, 16 rows per pass), on the seed-0 models (trained first if
 #              missing). On one H200 (2026-12-03, 0658b7d, as ls-refill with the since removed refill_rows beside
-#              it): 354 s of training, then 78 s of benchmark; at 26bb19c 267 s of training
+#              it): 354 s of training, then 78 s of benchmark; at 26bb19c 267 s of training. At 0354e0b, with
+#              BENCH_FLAGS="--batch_sizes=1,16 --samplers=block_slots_compiled_graphs,ar_compiled_graphs,
+#              ar_slots_compiled_graphs": 339 s of training, the batch-1 rows in 171 s with their warm-ups, and the
+#              deadline (585) cut the AR model's batch-16 compilation
 #   ls-shift   block_pad@ar again with DiffuGPT's output shift, from the same AR base (trained here if missing),
 #              evaluated on the 500 held-out prompts
 #   ts-study   TinyStories: the AR base, ar and block_pad@ar at $SEEDS (default 0), evaluated on 300 stories,
@@ -73,7 +76,9 @@
 #              two students' curves at 0.9 and 0.8 side by side 108 s, and four more calls sent as each returned
 #              found the machine (docs/speed.md). At 6897d9f, three students: the study 229 s, distillation done
 #              at 299 s, the students at 392 s; then SLOTS_PROMPTS=200 at two thresholds: 274-280 s for the first
-#              student (with the AR row), 145 s for each other. DEADLINE counts from each run of this script
+#              student (with the AR row), 145 s for each other. At 0354e0b, two students: done at 391 s; then
+#              SLOTS_PROMPTS=200 at two thresholds with SLOTS_AR=ar_compiled_graphs,ar_slots_compiled_graphs 329 s
+#              for the first, 112 s for the second. DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
