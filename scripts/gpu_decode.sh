@@ -53,11 +53,12 @@
 #              84 s, the fine-tune 128 s, the curve and AR 147 s; the deadline (580) cut the compiled slots' warm-up
 #   ts-self    self-distillation (dParallel): the study's block_pad@ar-s0 writes its own stories (data/distill.py,
 #              the block sampler at 0.9, the first $DISTILL_DOCS training first sentences, default 8192), then is
-#              fine-tuned ($SELF_ITERS steps, default 250) once per student in $SELF_STUDENTS, NAME=TEXT:WEIGHT
-#              or NAME=TEXT:WEIGHT:SEED each (default "cf0=self:0 cf2=self:2": the stories alone, and
-#              dParallel's certainty forcing; seed 0), TEXT being self (the teacher's stories), mix (those and
-#              the real ones DISTILL_FLAGS=--real_docs=N writes) or real (the study's own training text: no
-#              distillation). The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
+#              fine-tuned once per student in $SELF_STUDENTS, NAME=TEXT:WEIGHT[:SEED[:STEPS]] each (default
+#              "cf0=self:0 cf2=self:2": the stories alone, and dParallel's certainty forcing; seed 0, $SELF_ITERS
+#              steps, default 250), TEXT being self (the teacher's stories), mix (those and the real ones
+#              DISTILL_FLAGS=--real_docs=N writes) or real (the study's own training text: no distillation).
+#              SELF_TEACHER=NAME makes a student of an earlier call the teacher (a second round: its own stories,
+#              its students fine-tuned from it; their names must be new). The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
 #              0.9 to 0.3, with the AR model's row) runs beside the distillation and training (TEACHER_CURVE=0
 #              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
 #              student's curve, side by side: their tokens per pass and perplexities are the point, not their
@@ -223,38 +224,45 @@ case $PART in
       case $stage in curves|slots) ;; *) echo "error: SELF_BENCH takes curves and slots, got $stage" >&2; exit 1;; esac
     done
     study tinystories tinystories ar,block_pad@ar base,finetune 0
-    teacher=$STUDIES/tinystories/runs/block_pad@ar-s0 distilled=$STUDIES/self-distilled
+    teacher=$STUDIES/tinystories/runs/block_pad@ar-s0 distilled=$STUDIES/self-distilled self_only=$STUDIES/self-only
+    if [ -n "${SELF_TEACHER:-}" ]; then  # a second round: an earlier student writes the stories
+      teacher=$STUDIES/tinystories-self/runs/$SELF_TEACHER
+      distilled=$distilled-$SELF_TEACHER self_only=$self_only-$SELF_TEACHER
+      [ -f "$teacher/latest.json" ] || { echo "error: SELF_TEACHER: no trained student at $teacher" >&2; exit 1; }
+    fi
     done_before() { grep -q "^$1 (exit 0)" "$OUT/timings.txt" 2>/dev/null; }  # a stage a warm machine finished
     curve="--samplers=block_graphs --batch_sizes=1 --n_prompts=50 --thresholds=$SELF_THRESHOLDS"
-    # the teacher's curve needs only the study's model: it runs beside the distillation and the students' training
-    [ "${TEACHER_CURVE:-1}" = 0 ] || done_before "bench curve_tinystories-teacher" ||
-      bench tinystories curve_tinystories-teacher $curve --samplers=block_graphs,ar_graphs &
-    student() {  # name text weight seed: fine-tune the teacher on that text with that certainty weight
+    # the teacher's curve needs only the teacher: it runs beside the distillation and the students' training
+    teacher_curve=curve_tinystories-teacher${SELF_TEACHER:+-$SELF_TEACHER}
+    [ "${TEACHER_CURVE:-1}" = 0 ] || done_before "bench $teacher_curve" ||
+      bench tinystories "$teacher_curve" $curve --samplers=block_graphs,ar_graphs --init_from="$teacher" &
+    student() {  # name text weight seed steps: fine-tune the teacher on that text with that certainty weight
       local run=$STUDIES/tinystories-self/runs/$1
-      declare -A source=([self]=$STUDIES/self-only [mix]=$distilled [real]=$DATA)
+      declare -A source=([self]=$self_only [mix]=$distilled [real]=$DATA)
       timeout -s INT "$(left)" python train.py config/study/tinystories_sft.py config/recipes/block_pad.py \
         $SELF_FLAGS --seed="$4" --init_from="$teacher" --data_source="${source[$2]}" \
-        --data_dir="$STUDIES/tinystories-self/data-$1" --out_dir="$run" --max_iters="$SELF_ITERS" \
+        --data_dir="$STUDIES/tinystories-self/data-$1" --out_dir="$run" --max_iters="$5" \
         --certainty_weight="$3" $([ -f "$run/latest.json" ] && echo --resume) >> "$OUT/train-$1.log" 2>&1
       stamp "student $1 (exit $?)"
     }
     train_students() {  # TEXT...: start the students on those texts that are not done, in the background
-      local spec name text weight seed
+      local spec name text weight seed steps
       for spec in $SELF_STUDENTS; do
-        name=${spec%%=*}; IFS=: read -r text weight seed <<< "${spec#*=}"
+        name=${spec%%=*}; IFS=: read -r text weight seed steps <<< "${spec#*=}"
         [[ " $* " == *" $text "* ]] || continue
-        done_before "student $name" || { student "$name" "$text" "$weight" "${seed:-0}" & students+=($!); }
+        done_before "student $name" ||
+          { student "$name" "$text" "$weight" "${seed:-0}" "${steps:-$SELF_ITERS}" & students+=($!); }
       done
     }
     train_students real  # (their text is there already: they train beside the distillation)
     [ -f "$distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
         --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
-        --out_dir="$distilled" $DISTILL_FLAGS > "$OUT/self-distill.log" 2>&1
-      stamp "self-distill (exit $?)"; }
-    mkdir -p "$STUDIES/self-only"  # the teacher's stories without the real ones (--real_docs writes into extra/)
-    ln -sfn "$distilled/train.txt.gz" "$STUDIES/self-only/train.txt.gz"
-    ln -sfn "$distilled/valid.txt.gz" "$STUDIES/self-only/valid.txt.gz"
+        --out_dir="$distilled" $DISTILL_FLAGS > "$OUT/self-distill${SELF_TEACHER:+-$SELF_TEACHER}.log" 2>&1
+      stamp "self-distill${SELF_TEACHER:+ from $SELF_TEACHER} (exit $?)"; }
+    mkdir -p "$self_only"  # the teacher's stories without the real ones (--real_docs writes into extra/)
+    ln -sfn "$distilled/train.txt.gz" "$self_only/train.txt.gz"
+    ln -sfn "$distilled/valid.txt.gz" "$self_only/valid.txt.gz"
     train_students self mix  # side by side on the one GPU; each its own prepared copy of its text
     [ ${#students[@]} -eq 0 ] || wait "${students[@]}"  # (wait with no pid would wait for the teacher's curve too)
     for stage in ${SELF_BENCH//,/ }; do
