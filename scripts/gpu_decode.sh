@@ -79,7 +79,11 @@
 #              at 299 s, the students at 392 s; then SLOTS_PROMPTS=200 at two thresholds: 274-280 s for the first
 #              student (with the AR row), 145 s for each other. At 0354e0b, two students: done at 391 s; then
 #              SLOTS_PROMPTS=200 at two thresholds with SLOTS_AR=ar_compiled_graphs,ar_slots_compiled_graphs 329 s
-#              for the first, 112 s for the second. DEADLINE counts from each run of this script
+#              for the first, 112 s for the second. At 73dfd99, three students (one of 250 steps): the study 252 s,
+#              distillation done at 326 s, the students at 433-448 s; SLOTS_PROMPTS=200 at two thresholds with
+#              SLOTS_AR=ar_slots_compiled_graphs 284 s for the first, 175 s for the second, and the deadline (585)
+#              cut the third; each further round (SELF_TEACHER, one student) 72-76 s of distillation, 41-45 s of
+#              training and 177-205 s of that bench. DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
