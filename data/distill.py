@@ -22,8 +22,11 @@ greedily with the KV cache. A diffusion teacher decodes as its users would, with
 self-distillation, the first half of dParallel (Chen et al. 2025), whose second half is the loss a student
 fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with
 EOS within --max_new_tokens, or is empty, is left out (the student learns where stories stop from these), so is one
-that loops (more than --max_repetition of its 4-grams repeated), and so is a document without a prompt. The
-validation split is written back unchanged, so validation losses compare with the original data's. The output is a
+that loops (more than --max_repetition of its 4-grams repeated), and so is a document without a prompt. With
+--judge (a causal model: the study's AR model) each kept story is scored as bench_sampler scores decoding, and
+--max_judge_ppl leaves out the ones the judge finds less likely than that perplexity: a bound on the text's quality
+that stays the same from one round of self-distillation to the next, where each round's students otherwise learn
+from a teacher whose stories were a little worse (docs/speed.md). The validation split is written back unchanged, so validation losses compare with the original data's. The output is a
 folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz, and with --real_docs=N also
 extra/real.txt.gz, the first N prompted training documents as they were: prepare reads extra/ as more training
 text, so a student trained on the folder sees real stories beside the teacher's (a student of its own stories alone
@@ -32,6 +35,7 @@ loops and loses the stop, docs/speed.md); linking train and valid alone into ano
 
 import argparse
 import gzip
+import math
 import sys
 from pathlib import Path
 
@@ -39,13 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.config import ConfigError
-from nanodllm.metrics import repetition_rate
+from nanodllm.metrics import judge_perplexity, repetition_rate
 from nanodllm.prepare import DataError, load_split
 from nanodllm.sampler import batches, generate
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
 from nanodllm.tokenizer import get_tokenizer
 
 SEPARATOR = "\n<|endoftext|>\n"  # what ends every document in nanodllm/prepare.py's local text format
+JUDGE_BATCH = 64  # stories per judge pass: 64 of 700 tokens are 45k scored positions, 4.5 GB of bf16 logits
 
 
 def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, threshold: float, ctx):
@@ -69,25 +74,43 @@ def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, thr
     return out
 
 
-def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0) -> tuple[list[str], dict]:
+def story_scores(judge, prompts, continuations, ctx) -> list[tuple[float, int]]:
+    """Each continuation's (summed NLL, scored tokens) under the judge, its EOS left out: the text a student
+    learns from, scored as bench_sampler scores a sampler's responses (metrics.judge_perplexity)."""
+    eos = judge.config.eos_id
+    responses = [c[:-1] if c and c[-1] == eos else c for c in continuations]
+    judged = judge_perplexity(judge, prompts, responses, JUDGE_BATCH, ctx)
+    return list(zip(judged["row_nll"], judged["row_tokens"]))
+
+
+def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0, scores=None,
+              max_judge_ppl: float = math.inf) -> tuple[list[str], dict]:
     """The texts (prompt + continuation) a student is to learn from, and what was left out and why.
 
     A continuation is kept if it ends with EOS after at least one token (the student learns where stories stop
-    from these) and if at most `max_repetition` of its 4-grams repeat an earlier one (metrics.repetition_rate).
-    The second test is for self-distillation: a student fine-tuned on its own stories looped far more than they
-    did (docs/speed.md), and the stories that already loop are the first suspects. The counts also give the kept
-    continuations' mean 4-gram repetition, to compare with the student's."""
+    from these), if at most `max_repetition` of its 4-grams repeat an earlier one (metrics.repetition_rate), and,
+    given the judge's `scores` (story_scores), if its judge perplexity is at most `max_judge_ppl`. The second test
+    is for self-distillation: a student fine-tuned on its own stories looped far more than they did
+    (docs/speed.md), and the stories that already loop are the first suspects. The counts also give the kept
+    continuations' mean 4-gram repetition, to compare with the student's, and their judge perplexity (pooled over
+    their tokens, as bench_sampler's; nan without scores)."""
     eos, texts, kept = tokenizer.eos_id, [], []
-    no_eos = repetitive = 0
-    for prompt, cont in zip(prompts, continuations):
+    no_eos = repetitive = unlikely = 0
+    kept_nll = kept_tokens = 0.0
+    for prompt, cont, (nll, tokens) in zip(prompts, continuations, scores or [(0.0, 0)] * len(prompts)):
         if len(cont) < 2 or cont[-1] != eos:
             no_eos += 1
         elif repetition_rate([cont[:-1]]) > max_repetition:  # (nan, for fewer than 4 tokens, is never above)
             repetitive += 1
+        elif nll > tokens * math.log(max_judge_ppl):  # its perplexity exp(nll / tokens) above the bound
+            unlikely += 1
         else:
             kept.append(cont[:-1])
             texts.append(tokenizer.decode(prompt + cont[:-1]))
-    return texts, dict(no_eos=no_eos, repetitive=repetitive, repetition=repetition_rate(kept))
+            kept_nll, kept_tokens = kept_nll + nll, kept_tokens + tokens
+    judge_ppl = math.exp(kept_nll / kept_tokens) if kept_tokens else math.nan
+    return texts, dict(no_eos=no_eos, repetitive=repetitive, unlikely=unlikely, repetition=repetition_rate(kept),
+                       judge_ppl=judge_ppl)
 
 
 def write_text(path: Path, docs: list[str]):
@@ -109,6 +132,10 @@ def main(argv=None):
                    "it is this sure of")
     p.add_argument("--max_repetition", type=float, default=1.0, help="leave out a continuation in which more than "
                    "this fraction of the 4-grams repeat an earlier one (a loop); 1 keeps all")
+    p.add_argument("--judge", default=None, help="a causal checkpoint (the study's runs/ar-s0) that scores each "
+                   "kept story: its perplexity is reported, and bounded by --max_judge_ppl")
+    p.add_argument("--max_judge_ppl", type=float, default=None, help="leave out a story the judge finds less "
+                   "likely than this perplexity (needs --judge)")
     p.add_argument("--real_docs", type=int, default=0, help="also write the first this many prompted training "
                    "documents, unchanged, as extra/real.txt.gz (real text mixed into the student's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -123,13 +150,22 @@ def main(argv=None):
         p.error(f"--real_docs must be 0 or more, got {args.real_docs}")
     if not 0 <= args.max_repetition <= 1:
         p.error(f"--max_repetition must be in [0, 1], got {args.max_repetition}")
+    if args.max_judge_ppl is not None and not args.max_judge_ppl >= 1:  # (not >=: nan fails too)
+        p.error(f"--max_judge_ppl must be a perplexity, at least 1, got {args.max_judge_ppl}")
+    if args.max_judge_ppl is not None and args.judge is None:
+        p.error("--max_judge_ppl needs --judge, the model whose perplexity it bounds")
     try:
         train, val = load_split(args.data_dir, "train"), load_split(args.data_dir, "val")
         device = pick_device(args.device, Dist())
         model, _ = load_model(args.teacher, device)
+        judge = load_model(args.judge, device)[0] if args.judge else None
     except (DataError, CheckpointError, ConfigError) as e:
         sys.exit(f"error: {e}")
+    if judge is not None and judge.config.attention != "causal":
+        sys.exit(f"error: --judge must be a causal (autoregressive) model, {args.judge} is {judge.config.attention}")
     model = inference_weights(model, device, args.dtype)
+    if judge is not None:
+        judge = inference_weights(judge, device, args.dtype)
     tokenizer = get_tokenizer()
     pairs = train.prompt_pairs(args.max_docs or train.n_docs)
     prompts = [prompt for prompt, _ in pairs]
@@ -140,9 +176,13 @@ def main(argv=None):
                                         ctx=autocast(device, args.dtype))
     except ValueError as e:  # the sampler's checks, e.g. a canvas longer than the teacher was trained on
         sys.exit(f"error: {e}")
-    docs, counts = documents(tokenizer, prompts, continuations, args.max_repetition)
+    scores = None if judge is None else story_scores(judge, prompts, continuations, autocast(device, args.dtype))
+    docs, counts = documents(tokenizer, prompts, continuations, args.max_repetition, scores,
+                             args.max_judge_ppl or math.inf)
     left_out = (f"{counts['no_eos']:,} without EOS within {args.max_new_tokens} tokens or empty, "
-                f"{counts['repetitive']:,} repeating more than {args.max_repetition} of their 4-grams")
+                f"{counts['repetitive']:,} repeating more than {args.max_repetition} of their 4-grams"
+                + (f", {counts['unlikely']:,} above judge perplexity {args.max_judge_ppl}" if args.max_judge_ppl
+                   else ""))
     if not docs:
         sys.exit(f"error: none of the {len(prompts):,} continuations was kept ({left_out}); nothing written")
     out = Path(args.out_dir)
@@ -155,8 +195,10 @@ def main(argv=None):
         write_text(out / "extra" / "real.txt.gz", real)
     else:  # (an earlier run's real text would be read as training text too)
         (out / "extra" / "real.txt.gz").unlink(missing_ok=True)
+    judged = "" if judge is None else f", judge perplexity {counts['judge_ppl']:.2f}"
     print(f"wrote {out}: {len(docs):,} teacher stories (left out: {left_out}; the kept ones' 4-gram repetition "
-          f"{counts['repetition']:.2f}), {len(real):,} real ones, {val.n_docs:,} validation documents unchanged")
+          f"{counts['repetition']:.2f}{judged}), {len(real):,} real ones, {val.n_docs:,} validation documents "
+          f"unchanged")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@
 #              steps, default 250), TEXT being self (the teacher's stories), mix (those and the real ones
 #              DISTILL_FLAGS=--real_docs=N writes) or real (the study's own training text: no distillation).
 #              SELF_TEACHER=NAME makes a student of an earlier call the teacher (a second round: its own stories,
-#              its students fine-tuned from it; their names must be new). The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
+#              its students fine-tuned from it; their names must be new). The judge (ar-s0) scores the stories
+#              kept; DISTILL_FLAGS=--max_judge_ppl=P leaves out those it finds less likely than perplexity P. The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
 #              0.9 to 0.3, with the AR model's row) runs beside the distillation and training (TEACHER_CURVE=0
 #              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
 #              student's curve, side by side: their tokens per pass and perplexities are the point, not their
@@ -261,6 +262,7 @@ case $PART in
     train_students real  # (their text is there already: they train beside the distillation)
     [ -f "$distilled/train.txt.gz" ] || {
       timeout -s INT "$(left)" python data/distill.py --teacher="$teacher" --threshold=0.9 --batch_size=1024 \
+        --judge="$STUDIES/tinystories/runs/ar-s0" \
         --max_docs="${DISTILL_DOCS:-8192}" --data_dir="$STUDIES/tinystories/data/tinystories" \
         --out_dir="$distilled" $DISTILL_FLAGS > "$OUT/self-distill${SELF_TEACHER:+-$SELF_TEACHER}.log" 2>&1
       stamp "self-distill${SELF_TEACHER:+ from $SELF_TEACHER} (exit $?)"; }

@@ -2,6 +2,7 @@
 one's block sampler), written as local text."""
 
 import importlib.util
+import math
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nanodllm.checkpoint import load_model, save_checkpoint
+from nanodllm.metrics import judge_perplexity
 from nanodllm.prepare import load_split, prepare, read_documents
 from nanodllm.sampler import generate
 from nanodllm.tokenizer import get_tokenizer
@@ -60,7 +62,61 @@ def test_documents_leave_out_loops_above_max_repetition():
     assert len(docs) == 3 and counts["repetition"] > 0.3  # 1 keeps all: the loop's rate pulls the mean up
     docs, counts = distill.documents(tok, [prompt] * 3, [loop, story, short], max_repetition=0.2)
     assert docs == [tok.decode(prompt + story[:-1]), tok.decode(prompt + short[:-1])]
-    assert counts == dict(no_eos=0, repetitive=1, repetition=0.0)
+    assert (counts["no_eos"], counts["repetitive"], counts["unlikely"], counts["repetition"]) == (0, 1, 0, 0.0)
+
+
+def test_documents_leave_out_stories_above_max_judge_ppl():
+    """Given the judge's (summed NLL, tokens) per story, a story whose perplexity exp(NLL / tokens) is above the
+    bound is left out and counted; the kept ones' perplexity is pooled over their tokens. Stories left out for
+    another reason are not counted twice."""
+    tok = get_tokenizer()
+    prompt = tok.encode("Tom had a red ball.")
+    story = tok.encode(" He played.") + [tok.eos_id]
+    scores = [(math.log(3.0) * 4, 4), (math.log(9.0) * 2, 2), (math.log(5.0) * 6, 6), (100.0, 3)]
+    conts = [story, story, story, story[:-1]]  # the last one has no EOS (and an awful score)
+    docs, counts = distill.documents(tok, [prompt] * 4, conts, scores=scores, max_judge_ppl=5.0)
+    assert len(docs) == 2 and (counts["no_eos"], counts["unlikely"]) == (1, 1)
+    assert counts["judge_ppl"] == pytest.approx(math.exp((math.log(3.0) * 4 + math.log(5.0) * 6) / 10))
+    docs, counts = distill.documents(tok, [prompt] * 4, conts, scores=scores)  # no bound: all that end are kept
+    assert len(docs) == 3 and counts["unlikely"] == 0
+    assert math.isnan(distill.documents(tok, [prompt], [story])[1]["judge_ppl"])  # no judge, no perplexity
+
+
+def test_story_scores_are_the_judges_perplexity_of_the_text_without_eos(tiny_data, teachers):
+    """Each story's score is what bench_sampler's judge gives the response: the continuation without its EOS,
+    after the prompt (metrics.judge_perplexity), one row each."""
+    judge, _ = load_model(teachers / "causal")
+    tok = get_tokenizer()
+    prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(3)]
+    conts = [tok.encode(" He played.") + [tok.eos_id], tok.encode(" The end"), [tok.eos_id]]
+    scores = distill.story_scores(judge, prompts, conts, nullcontext())
+    expected = judge_perplexity(judge, prompts, [conts[0][:-1], conts[1], []])
+    assert [nll for nll, _ in scores] == pytest.approx(expected["row_nll"])
+    assert [tokens for _, tokens in scores] == expected["row_tokens"] == [len(conts[0]) - 1, len(conts[1]), 0]
+
+
+def test_a_judge_bounds_the_written_stories(tiny_data, teachers, tmp_path, capsys, monkeypatch):
+    """With --judge the summary gives the kept stories' judge perplexity; --max_judge_ppl between the stories'
+    own perplexities keeps exactly those at or below it."""
+    tok = get_tokenizer()
+    endings = [tok.encode(" The end."), tok.encode(" Then the dog ran home and slept.")]
+    monkeypatch.setattr(distill, "generate", lambda name, model, prompts, **knobs:
+                        ([endings[len(p) % 2] + [tok.eos_id] for p in prompts], None))
+    judge, _ = load_model(teachers / "causal")
+    prompts = [p for p, _ in load_split(tiny_data, "train").prompt_pairs(8)]
+    conts = [endings[len(p) % 2] + [tok.eos_id] for p in prompts]
+    ppl = [math.exp(nll / n) for nll, n in distill.story_scores(judge, prompts, conts, nullcontext())]
+    bound = sorted(ppl)[len(ppl) // 2]
+    out, argv = tmp_path / "distilled", [f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}",
+                                         f"--out_dir={tmp_path / 'distilled'}", "--max_docs=8", "--dtype=float32",
+                                         f"--judge={teachers / 'causal'}"]
+    message, printed = run(capsys, *argv)
+    assert message is None and "8 teacher stories" in printed and "judge perplexity" in printed
+    message, printed = run(capsys, *argv, f"--max_judge_ppl={bound}")
+    kept = [tok.decode(p + c[:-1]) for p, c, q in zip(prompts, conts, ppl) if q <= bound]
+    assert message is None and 0 < len(kept) < 8
+    assert f"{8 - len(kept)} above judge perplexity {bound}" in printed
+    assert read_documents(out / "train.txt.gz") == kept
 
 
 @pytest.mark.parametrize("teacher, sampler", [("causal", "ar"), ("block_causal", "block")])
@@ -132,17 +188,20 @@ def test_a_teacher_that_never_stops_writes_nothing(tiny_data, teachers, tmp_path
     assert message.startswith("error: none of the 4 continuations was kept (4 without EOS") and not out.exists()
 
 
-@pytest.mark.parametrize("case", ["no teacher", "no data", "too long", "threshold"])
+@pytest.mark.parametrize("case", ["no teacher", "no data", "too long", "threshold", "no judge", "judge not causal"])
 def test_bad_input_is_one_error_line(tiny_data, teachers, tmp_path, capsys, case):
-    args = {"no teacher": (tmp_path / "nothing", tiny_data, 8, 0.9),
-            "no data": (teachers / "causal", tmp_path / "nothing", 8, 0.9),
-            "too long": (teachers / "causal", tiny_data, 1000, 0.9),
-            "threshold": (teachers / "block_causal", tiny_data, 8, 1.5)}[case]
+    args = {"no teacher": (tmp_path / "nothing", tiny_data, 8, 0.9, teachers / "causal"),
+            "no data": (teachers / "causal", tmp_path / "nothing", 8, 0.9, teachers / "causal"),
+            "too long": (teachers / "causal", tiny_data, 1000, 0.9, teachers / "causal"),
+            "threshold": (teachers / "block_causal", tiny_data, 8, 1.5, teachers / "causal"),
+            "no judge": (teachers / "causal", tiny_data, 8, 0.9, tmp_path / "nothing"),
+            "judge not causal": (teachers / "causal", tiny_data, 8, 0.9, teachers / "block_causal")}[case]
     message, _ = run(capsys, f"--teacher={args[0]}", f"--data_dir={args[1]}", f"--out_dir={tmp_path / 'out'}",
-                     "--max_docs=2", f"--max_new_tokens={args[2]}", f"--threshold={args[3]}")
+                     "--max_docs=2", f"--max_new_tokens={args[2]}", f"--threshold={args[3]}", f"--judge={args[4]}")
     assert message.startswith("error: ") and "\n" not in message and not (tmp_path / "out").exists()
     expected = {"no teacher": "nothing", "no data": "nothing", "too long": "max_seq_len",
-                "threshold": "threshold must be in [0, 1]"}[case]
+                "threshold": "threshold must be in [0, 1]", "no judge": "nothing",
+                "judge not causal": "--judge must be a causal"}[case]
     assert expected in message
 
 
@@ -158,8 +217,18 @@ def test_runs_as_a_script(tiny_data, teachers, tmp_path):
                                             ("--batch_size=0", "a positive integer"),
                                             ("--max_new_tokens=-1", "a positive integer"),
                                             ("--max_repetition=1.5", "in [0, 1]"),
-                                            ("--real_docs=-1", "0 or more")])
+                                            ("--real_docs=-1", "0 or more"),
+                                            ("--max_judge_ppl=0.5", "a perplexity, at least 1"),
+                                            ("--max_judge_ppl=nan", "a perplexity, at least 1")])
 def test_a_value_out_of_range_is_a_usage_error(tiny_data, teachers, tmp_path, capsys, flag, expected):
     with pytest.raises(SystemExit) as e:
-        distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}", flag])
+        distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}",
+                      f"--judge={teachers / 'causal'}", flag])
     assert e.value.code == 2 and f"{flag.split('=')[0]} must be {expected}" in capsys.readouterr().err
+
+
+def test_max_judge_ppl_without_a_judge_is_a_usage_error(tiny_data, teachers, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        distill.main([f"--teacher={teachers / 'causal'}", f"--data_dir={tiny_data}", f"--out_dir={tmp_path}",
+                      "--max_judge_ppl=4"])
+    assert e.value.code == 2 and "--max_judge_ppl needs --judge" in capsys.readouterr().err
