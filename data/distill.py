@@ -23,14 +23,15 @@ self-distillation, the first half of dParallel (Chen et al. 2025), whose second 
 fine-tuned on these stories is given (certainty_weight, nanodllm/recipes.py). A continuation that does not end with
 EOS within --max_new_tokens, or is empty, is left out (the student learns where stories stop from these), so is one
 that loops (more than --max_repetition of its 4-grams repeated), and so is a document without a prompt. With
---judge (a causal model: the study's AR model) each kept story is scored as bench_sampler scores decoding, and
+--judge (a causal model: the study's AR model) each story is scored as bench_sampler scores decoding, and
 --max_judge_ppl leaves out the ones the judge finds less likely than that perplexity: a bound on the text's quality
-that stays the same from one round of self-distillation to the next, where each round's students otherwise learn
-from a teacher whose stories were a little worse (docs/speed.md). The validation split is written back unchanged, so validation losses compare with the original data's. The output is a
-folder of splits as nanodllm/prepare.py reads it: train.txt.gz and valid.txt.gz, and with --real_docs=N also
-extra/real.txt.gz, the first N prompted training documents as they were: prepare reads extra/ as more training
-text, so a student trained on the folder sees real stories beside the teacher's (a student of its own stories alone
-loops and loses the stop, docs/speed.md); linking train and valid alone into another folder gives the teacher's.
+that stays the same from one round of self-distillation to the next (a student's student's student wrote worse
+stories than the first two, docs/speed.md). The validation split is written back unchanged, so validation losses
+compare with the original data's. The output is a folder of splits as nanodllm/prepare.py reads it: train.txt.gz
+and valid.txt.gz, and with --real_docs=N also extra/real.txt.gz, the first N prompted training documents as they
+were: prepare reads extra/ as more training text, so a student trained on the folder sees real stories beside the
+teacher's (a student of its own stories alone loops and loses the stop, docs/speed.md); linking train and valid
+alone into another folder gives the teacher's.
 """
 
 import argparse
@@ -102,7 +103,7 @@ def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0, sc
             no_eos += 1
         elif repetition_rate([cont[:-1]]) > max_repetition:  # (nan, for fewer than 4 tokens, is never above)
             repetitive += 1
-        elif nll > tokens * math.log(max_judge_ppl):  # its perplexity exp(nll / tokens) above the bound
+        elif tokens and nll / tokens > math.log(max_judge_ppl):  # its perplexity exp(nll / tokens) above the bound
             unlikely += 1
         else:
             kept.append(cont[:-1])

@@ -58,9 +58,11 @@
 #              steps, default 250), TEXT being self (the teacher's stories), mix (those and the real ones
 #              DISTILL_FLAGS=--real_docs=N writes) or real (the study's own training text: no distillation).
 #              SELF_TEACHER=NAME makes a student of an earlier call the teacher (a second round: its own stories,
-#              its students fine-tuned from it; their names must be new). The judge (ar-s0) scores the stories
-#              kept; DISTILL_FLAGS=--max_judge_ppl=P leaves out those it finds less likely than perplexity P. The teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default
-#              0.9 to 0.3, with the AR model's row) runs beside the distillation and training (TEACHER_CURVE=0
+#              its students fine-tuned from it; their names must be new). The judge (ar-s0) scores the stories,
+#              and DISTILL_FLAGS=--max_judge_ppl=P leaves out those it finds less likely than perplexity P (a
+#              warm machine's earlier distillation of the same teacher is reused, whatever the flags). The
+#              teacher's curve (block_graphs, batch 1, 50 stories, $SELF_THRESHOLDS, default 0.9 to 0.3, with the
+#              AR model's row) runs beside the distillation and training (TEACHER_CURVE=0
 #              leaves it out). Then the stages of $SELF_BENCH in its order (default curves,slots): curves, each
 #              student's curve, side by side: their tokens per pass and perplexities are the point, not their
 #              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
