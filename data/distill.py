@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from nanodllm.checkpoint import CheckpointError, load_model
 from nanodllm.config import ConfigError
-from nanodllm.metrics import judge_perplexity, repetition_rate
+from nanodllm.metrics import judge_perplexity, repetition_rate, response_length
 from nanodllm.prepare import DataError, load_split
 from nanodllm.sampler import batches, generate
 from nanodllm.system import Dist, autocast, inference_weights, pick_device
@@ -78,8 +78,7 @@ def teacher_stories(model, prompts, *, batch_size: int, max_new_tokens: int, thr
 def story_scores(judge, prompts, continuations, ctx) -> list[tuple[float, int]]:
     """Each continuation's (summed NLL, scored tokens) under the judge, its EOS left out: the text a student
     learns from, scored as bench_sampler scores a sampler's responses (metrics.judge_perplexity)."""
-    eos = judge.config.eos_id
-    responses = [c[:-1] if c and c[-1] == eos else c for c in continuations]
+    responses = [c[:response_length(c, judge.config.eos_id)] for c in continuations]
     judged = judge_perplexity(judge, prompts, responses, JUDGE_BATCH, ctx)
     return list(zip(judged["row_nll"], judged["row_tokens"]))
 
