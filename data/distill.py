@@ -92,9 +92,10 @@ def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0, sc
     given the judge's `scores` (story_scores), if its judge perplexity is at most `max_judge_ppl`. The second test
     is for self-distillation: a student fine-tuned on its own stories looped far more than they did
     (docs/speed.md), and the stories that already loop are the first suspects. The counts also give the kept
-    continuations' mean 4-gram repetition, to compare with the student's, and their judge perplexity (pooled over
-    their tokens, as bench_sampler's; nan without scores)."""
-    eos, texts, kept = tokenizer.eos_id, [], []
+    continuations' mean 4-gram repetition, to compare with the student's, their judge perplexity (pooled over
+    their tokens, as bench_sampler's; nan without scores) and the perplexity that 9 in 10 of them are at or
+    below (a bound that would keep this text's distribution, to hold a later round's text to)."""
+    eos, texts, kept, kept_ppl = tokenizer.eos_id, [], [], []
     no_eos = repetitive = unlikely = 0
     kept_nll = kept_tokens = 0.0
     for prompt, cont, (nll, tokens) in zip(prompts, continuations, scores or [(0.0, 0)] * len(prompts)):
@@ -108,9 +109,13 @@ def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0, sc
             kept.append(cont[:-1])
             texts.append(tokenizer.decode(prompt + cont[:-1]))
             kept_nll, kept_tokens = kept_nll + nll, kept_tokens + tokens
+            if tokens:
+                kept_ppl.append(math.exp(nll / tokens))
     judge_ppl = math.exp(kept_nll / kept_tokens) if kept_tokens else math.nan
+    kept_ppl.sort()  # the 90th percentile by nearest rank: the smallest value at least 90% of the stories reach
+    judge_ppl_p90 = kept_ppl[math.ceil(0.9 * len(kept_ppl)) - 1] if kept_ppl else math.nan
     return texts, dict(no_eos=no_eos, repetitive=repetitive, unlikely=unlikely, repetition=repetition_rate(kept),
-                       judge_ppl=judge_ppl)
+                       judge_ppl=judge_ppl, judge_ppl_p90=judge_ppl_p90)
 
 
 def write_text(path: Path, docs: list[str]):
@@ -195,7 +200,8 @@ def main(argv=None):
         write_text(out / "extra" / "real.txt.gz", real)
     else:  # (an earlier run's real text would be read as training text too)
         (out / "extra" / "real.txt.gz").unlink(missing_ok=True)
-    judged = "" if judge is None else f", judge perplexity {counts['judge_ppl']:.2f}"
+    judged = "" if judge is None else (f", judge perplexity {counts['judge_ppl']:.2f}, 9 in 10 at most "
+                                       f"{counts['judge_ppl_p90']:.2f}")
     print(f"wrote {out}: {len(docs):,} teacher stories (left out: {left_out}; the kept ones' 4-gram repetition "
           f"{counts['repetition']:.2f}{judged}), {len(real):,} real ones, {val.n_docs:,} validation documents "
           f"unchanged")

@@ -67,8 +67,9 @@ def test_documents_leave_out_loops_above_max_repetition():
 
 def test_documents_leave_out_stories_above_max_judge_ppl():
     """Given the judge's (summed NLL, tokens) per story, a story whose perplexity exp(NLL / tokens) is above the
-    bound is left out and counted; the kept ones' perplexity is pooled over their tokens. Stories left out for
-    another reason are not counted twice."""
+    bound is left out and counted; the kept ones' perplexity is pooled over their tokens, and their 90th percentile
+    is the smallest story perplexity that 9 in 10 of them are at or below. Stories left out for another reason are
+    not counted twice."""
     tok = get_tokenizer()
     prompt = tok.encode("Tom had a red ball.")
     story = tok.encode(" He played.") + [tok.eos_id]
@@ -77,8 +78,11 @@ def test_documents_leave_out_stories_above_max_judge_ppl():
     docs, counts = distill.documents(tok, [prompt] * 4, conts, scores=scores, max_judge_ppl=5.0)
     assert len(docs) == 2 and (counts["no_eos"], counts["unlikely"]) == (1, 1)
     assert counts["judge_ppl"] == pytest.approx(math.exp((math.log(3.0) * 4 + math.log(5.0) * 6) / 10))
+    assert counts["judge_ppl_p90"] == pytest.approx(5.0)
     docs, counts = distill.documents(tok, [prompt] * 4, conts, scores=scores)  # no bound: all that end are kept
-    assert len(docs) == 3 and counts["unlikely"] == 0
+    assert len(docs) == 3 and counts["unlikely"] == 0 and counts["judge_ppl_p90"] == pytest.approx(9.0)
+    ten = [(math.log(q), 1) for q in range(1, 11)]  # perplexities 1..10: 9 of 10 are at most 9
+    assert distill.documents(tok, [prompt] * 10, [story] * 10, scores=ten)[1]["judge_ppl_p90"] == pytest.approx(9)
     assert math.isnan(distill.documents(tok, [prompt], [story])[1]["judge_ppl"])  # no judge, no perplexity
 
 
@@ -112,6 +116,7 @@ def test_a_judge_bounds_the_written_stories(tiny_data, teachers, tmp_path, capsy
                                          f"--judge={teachers / 'causal'}"]
     message, printed = run(capsys, *argv)
     assert message is None and "8 teacher stories" in printed and "judge perplexity" in printed
+    assert f"9 in 10 at most {sorted(ppl)[-1]:.2f}" in printed  # 8 stories: the 90th percentile is the largest
     message, printed = run(capsys, *argv, f"--max_judge_ppl={bound}")
     kept = [tok.decode(p + c[:-1]) for p, c, q in zip(prompts, conts, ppl) if q <= bound]
     assert message is None and 0 < len(kept) < 8
