@@ -68,8 +68,9 @@
 #              tokens/s; slots, alone on the GPU, each student's compiled slots at $SLOTS_THRESHOLDS (default
 #              0.9) on $SLOTS_PROMPTS stories (default 50), the first student's beside the AR model's rows in
 #              $SLOTS_AR (default ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs: since 2026-12-04 the
-#              compiled slots' tokens/s are compared with the compiled AR model at its best). The judge (ar-s0) is
-#              not the teacher here.
+#              compiled slots' tokens/s are compared with the compiled AR model at its best; SLOTS_AR= leaves
+#              the AR rows out, for students timed after them on the same machine). The judge (ar-s0) is not the
+#              teacher here.
 #              Restartable: what a warm machine holds is not done again. On one H200 at b1a6de3 and 468142b: the
 #              study 211-244 s, the distillation 121 s alone (222 s beside the teacher's curve; 7,257-7,306 of
 #              8,192 stories ended), the two students 44-100 s; the students' curves did not finish in one call,
@@ -86,7 +87,10 @@
 #              distillation done at 326 s, the students at 433-448 s; SLOTS_PROMPTS=200 at two thresholds with
 #              SLOTS_AR=ar_slots_compiled_graphs 284 s for the first, 175 s for the second, and the deadline (585)
 #              cut the third; each further round (SELF_TEACHER, one student) 72-76 s of distillation, 41-45 s of
-#              training and 177-205 s of that bench. DEADLINE counts from each run of this script
+#              training and 177-205 s of that bench. At 5363b3e, one student: done at 355 s; a round of two
+#              students (--max_judge_ppl) 129 s; SLOTS_PROMPTS=200 at two thresholds with the AR model 264 s, a
+#              student without them 96-103 s at two thresholds, 79-95 s at 0.9 alone (docs/speed.md, "Rounds held
+#              to round 1's text quality"). DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
@@ -282,7 +286,8 @@ case $PART in
           wait;;
         slots)  # alone on the GPU, one after another: the compiled slots' tokens/s at $SLOTS_THRESHOLDS, and
           # the AR model's rows beside the first student's
-          samplers=block_slots_compiled_graphs,${SLOTS_AR:-ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs}
+          ar=${SLOTS_AR-ar_graphs,ar_compiled_graphs,ar_slots_compiled_graphs}  # (SLOTS_AR= : no AR rows)
+          samplers=block_slots_compiled_graphs${ar:+,$ar}
           for name in "${names[@]}"; do
             bench tinystories "slots_tinystories-$name" --samplers="$samplers" --batch_sizes=1 \
               --n_prompts="${SLOTS_PROMPTS:-50}" --thresholds="${SLOTS_THRESHOLDS:-0.9}" \
