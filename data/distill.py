@@ -112,7 +112,7 @@ def documents(tokenizer, prompts, continuations, max_repetition: float = 1.0, sc
             if tokens:
                 kept_ppl.append(math.exp(nll / tokens))
     judge_ppl = math.exp(kept_nll / kept_tokens) if kept_tokens else math.nan
-    kept_ppl.sort()  # the 90th percentile by nearest rank: the smallest value at least 90% of the stories reach
+    kept_ppl.sort()  # the 90th percentile by nearest rank: the smallest value 90% of the stories are at or below
     judge_ppl_p90 = kept_ppl[math.ceil(0.9 * len(kept_ppl)) - 1] if kept_ppl else math.nan
     return texts, dict(no_eos=no_eos, repetitive=repetitive, unlikely=unlikely, repetition=repetition_rate(kept),
                        judge_ppl=judge_ppl, judge_ppl_p90=judge_ppl_p90)
