@@ -200,6 +200,16 @@ class KVCache(nn.Module):
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, K, L+T, D)
 
+    def write_prefix(self, rows, k, v):
+        """The first P columns of the rows where `rows` (B,) is True set to k, v (n_layer, B, K, P, D), the other
+        rows' kept, without a branch on the data, so that a recorded pass can do it (the AR slots: a row taking a
+        new prompt gets the prompt's keys and values, computed before the loop). A slice assignment, which
+        torch.compile writes in place (tests/test_model.py)."""
+        P = k.shape[3]
+        keep = ~rows[None, :, None, None, None]  # (1, B, 1, 1, 1)
+        for cache, new in ((self.k, k), (self.v, v)):
+            cache[:, :, :, :P] = torch.where(keep, cache[:, :, :, :P], new)
+
     def commit(self, n: int):
         self.length += n
 

@@ -236,6 +236,29 @@ def test_compiled_writes_are_in_place(at):
     assert f"empty_strided_cpu((2, {c.n_kv_head}, 8, {c.head_dim})" not in "".join(code)
 
 
+def test_write_prefix_sets_the_first_columns_of_the_chosen_rows_in_place():
+    """write_prefix: the rows marked True get the given keys/values in their first P columns, every other column
+    and row is kept; compiled, the same values, written in the cache's own memory (no buffer of the cache's
+    shape in the generated code), as a recorded pass of the AR slots needs."""
+    from torch._inductor.utils import run_and_get_code
+    model = tiny_model().eval()
+    c = model.config
+    eager, compiled = (KVCache.for_model(model, batch_size=3, max_len=8) for _ in range(2))
+    for cache in (eager, compiled):
+        torch.manual_seed(0)
+        cache.k.normal_(), cache.v.normal_()
+    before = eager.k.clone()
+    k, v = (torch.randn(c.n_layer, 3, c.n_kv_head, 5, c.head_dim) for _ in range(2))  # (L, B, K, P, D)
+    rows = torch.tensor([True, False, True])
+    eager.write_prefix(rows, k, v)
+    assert torch.equal(eager.k[:, rows, :, :5], k[:, rows]) and torch.equal(eager.v[:, rows, :, :5], v[:, rows])
+    assert torch.equal(eager.k[:, 1], before[:, 1]) and torch.equal(eager.k[:, :, :, 5:], before[:, :, :, 5:])
+    torch._dynamo.reset()
+    _, code = run_and_get_code(torch.compile(lambda: compiled.write_prefix(rows, k, v), fullgraph=True))
+    assert torch.equal(compiled.k, eager.k) and torch.equal(compiled.v, eager.v)
+    assert f"empty_strided_cpu(({c.n_layer}, 3, {c.n_kv_head}, 8, {c.head_dim})" not in "".join(code)
+
+
 def test_uncommitted_cache_entries_are_scratch():
     model = tiny_model().eval()
     idx = torch.randint(0, 50257, (1, 8))

@@ -476,18 +476,19 @@ def test_ar_cache_equals_recompute(temperature):
 @pytest.mark.parametrize("kwargs", [{}, dict(cuda_graphs=True)])
 def test_ar_slots_write_what_each_prompt_writes_alone(kwargs):
     """AR slots: 12 prompts of 1 to 12 tokens in 3 rows, each at its own column; rows stop at an EOS at position
-    19 or at the cap of 14 tokens, and a finished row's slot takes the next prompt. Every pass feeds one token per
-    row (a new row walks through its prompt, no prefill); every prompt gets the tokens it gets alone, and the
-    rows never wait for each other: a prompt costs its length - 1 + its output's length row-passes."""
+    19 or at the cap of 14 tokens, and a finished row's slot takes the next prompt. The prompts' keys and values
+    come from one batched pass first (12 rows of the longest prompt's 12 columns); then every pass feeds one
+    token per row. Every prompt gets the tokens it gets alone, and the rows never wait for each other: a prompt
+    costs its row of the prefill and one row-pass per token it writes, none for walking through its prompt."""
     model = tiny_model("causal", sharpen=3.0)
     log = wrap_forward(model, eos_every(19))
     prompts = [list(range(1, n + 1)) for n in range(1, 13)]
     out, stats = autoregressive_generate(model, prompts, max_new_tokens=14, slots=3, **kwargs)
-    assert {shape for _, shape in log} == {(3, 1)}
+    assert [shape for _, shape in log[:1]] == [(12, 12)] and {shape for _, shape in log[1:]} == {(3, 1)}
     assert len(log) == stats.nfe + 1  # one more pass ran while the host read the last one's flag
     assert out == [autoregressive_generate(model, [p], max_new_tokens=14)[0][0] for p in prompts]
     assert 0 < sum(stats.finished) < len(prompts)  # some rows end by EOS, some at the cap
-    assert stats.row_nfe == sum(len(p) - 1 + len(o) for p, o in zip(prompts, out))
+    assert stats.row_nfe == len(prompts) + sum(len(o) for o in out)
     assert stats.nfe < 1.1 * stats.row_nfe / 3  # the 3 rows stay busy to the end
     assert_clean(out, stats)
     wrap_forward(model, no_eos)  # every row to the cap: the longest one ends at the canvas's last column
@@ -499,6 +500,20 @@ def test_ar_slots_write_what_each_prompt_writes_alone(kwargs):
                          (dict(slots=2, compile=True, cuda_graphs=True, temperature=1.0), "temperature=0")]:
         with pytest.raises(ValueError, match=message):
             autoregressive_generate(model, prompts, **bad)
+
+
+def test_ar_slots_prefill_the_prompts_in_passes_of_prefill_rows(monkeypatch):
+    """More prompts than PREFILL_ROWS: their keys and values come from several prefill passes (5, 5 and 2 rows
+    of the longest prompt's columns), each counted, and the tokens are those of one prefill pass."""
+    from nanodllm import sampler
+    model = tiny_model("causal", sharpen=3.0)
+    prompts = [list(range(1, n + 1)) for n in range(1, 13)]
+    one_pass = autoregressive_generate(model, prompts, max_new_tokens=6, slots=3)
+    monkeypatch.setattr(sampler, "PREFILL_ROWS", 5)
+    log = wrap_forward(model)
+    out, stats = autoregressive_generate(model, prompts, max_new_tokens=6, slots=3)
+    assert [shape for _, shape in log[:4]] == [(5, 12), (5, 12), (2, 12), (3, 1)]
+    assert out == one_pass[0] and stats.nfe == one_pass[1].nfe + 2 and stats.row_nfe == one_pass[1].row_nfe
 
 
 def test_ar_needs_a_causal_model():
