@@ -829,7 +829,7 @@ def _decode_ar_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_gr
     return Decoded(done.out, done.nfe + prefill_passes, done.row_nfe + len(prompts), done.seconds + prefill.seconds)
 
 
-PREFILL_ROWS = 64  # prompts per prefill pass: 64 rows of a gpt2-preset model's prompt, without the output head
+PREFILL_ROWS = 64  # prompts per prefill pass: bounds its activations (64 x P tokens) however many prompts there are
 
 
 def _prefill_prompts(model, prompts):
