@@ -46,7 +46,7 @@ def wrap_forward(model, edit=None, log=None):
         B, T = idx.shape
         offset = kv_cache.length if kv_cache is not None else 0
         if positions is None:
-            positions = torch.arange(offset, offset + T).expand(B, T)
+            positions = torch.arange(offset, offset + T, device=idx.device).expand(B, T)
         logits = edit(orig(idx, positions=positions, attn_mask=attn_mask, kv_cache=kv_cache, write_at=write_at),
                       positions)
         return logits if logits_at is None else logits[logits_at]
