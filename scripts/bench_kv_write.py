@@ -5,9 +5,15 @@ indices (what it does under torch.compile, which writes that one in place), at t
 layers x k and v = 24 writes per pass, 12 heads of 64, bf16). The writes are recorded in a CUDA graph and
 replayed, as the samplers run them, so launch overhead is left out.
 
+Then the AR slots' prompt copy (KVCache.write_prefix): every pass, each row's first P columns are set to its
+prompt's keys and values from the prefill, or kept, by a select on the row (no branch, so it can be recorded),
+eager and through torch.compile, with the gather of the rows' prompts from all prompts' prefill that feeds it.
+
     python scripts/bench_kv_write.py     # needs CUDA
 """
 import torch
+
+from nanodllm.model import KVCache
 
 LAYERS, HEADS, HEAD_DIM = 12, 12, 64
 
@@ -56,7 +62,28 @@ def main():
               f"scatter_ {per_row:6.1f} us, index_put_ {per_row_put:6.1f} us per pass")
 
 
+
+def prefix_copy():
+    """The AR slots' per-pass prompt copy, as _decode_ar_slots does it: TinyStories' 200 prompts of at most 24
+    tokens, a cache of 24 + 1024 columns (bench_sampler's max_new_tokens)."""
+    prompts, P, width = 200, 24, 24 + 1024
+    prompt_k, prompt_v = (torch.randn(LAYERS, prompts, HEADS, P, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+                          for _ in range(2))
+    for rows in (1, 16):
+        kv = KVCache(LAYERS, rows, HEADS, width, HEAD_DIM, torch.bfloat16, "cuda")
+        holds = torch.randint(prompts, (rows,), device="cuda")  # the prompt each row holds
+        take = torch.zeros(rows, dtype=torch.bool, device="cuda")  # which rows take a new prompt this pass
+
+        def copy():
+            kv.write_prefix(take, prompt_k[:, holds], prompt_v[:, holds])
+        eager = time_per_pass(copy)
+        compiled = time_per_pass(torch.compile(copy))
+        print(f"rows {rows:2d}, prompt copy ({P} columns of {width}): eager {eager:6.1f} us, "
+              f"compiled {compiled:6.1f} us per pass")
+
+
 if __name__ == "__main__":
     if not torch.cuda.is_available():
         raise SystemExit("error: scripts/bench_kv_write.py times GPU kernels and needs CUDA")
     main()
+    prefix_copy()
