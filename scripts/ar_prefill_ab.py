@@ -3,9 +3,9 @@ another. Before 7df91b0 a row took its prompt one token a pass; since, every pro
 few batched passes before the loop, and every pass copies them into the rows that take a prompt (no branch, so
 the pass can be recorded). Fewer passes, each a little dearer: this measures both on one machine.
 
-The gpt2 preset, causal, random weights in bf16, 24 random prompts of 8-24 tokens, NEW_TOKENS each, at most 1,076 (random
-weights never say EOS), one row (batch 1), compiled CUDA graphs, greedy; three runs, the first with the
-compilation. Run it once per package, in separate processes (each imports its own nanodllm), and again to see
+The gpt2 preset, causal, random weights in bf16, 24 random prompts of 8-24 tokens, NEW_TOKENS each (at most
+1,076; random weights never say EOS), one row (batch 1), compiled CUDA graphs, greedy; three runs, the first with
+the compilation. Run it once per package, in separate processes (each imports its own nanodllm), and again to see
 the machine's drift:
 
     git worktree add /tmp/before 7df91b0^
