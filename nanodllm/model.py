@@ -203,12 +203,18 @@ class KVCache(nn.Module):
     def write_prefix(self, rows, k, v):
         """The first P columns of the rows where `rows` (B,) is True set to k, v (n_layer, B, K, P, D), the other
         rows' kept, without a branch on the data, so that a recorded pass can do it (the AR slots: a row taking a
-        new prompt gets the prompt's keys and values, computed before the loop). A slice assignment, which
-        torch.compile writes in place (tests/test_model.py)."""
-        P = k.shape[3]
+        new prompt gets the prompt's keys and values, computed before the loop)."""
+        L, B, K, P, _ = k.shape
         keep = ~rows[None, :, None, None, None]  # (1, B, 1, 1, 1)
         for cache, new in ((self.k, k), (self.v, v)):
-            cache[:, :, :, :P] = torch.where(keep, cache[:, :, :, :P], new)
+            prefix = torch.where(keep, cache[:, :, :, :P], new)  # (L, B, K, P, D)
+            if torch.compiler.is_compiling():  # as in update: in a pass that also writes the cache by index_put_,
+                # torch.compile turns a slice assignment into a copy of the whole cache in and out (the likely
+                # cause of the AR slots' pass costing 30 us more on an H200; docs/speed.md); index_put_ on the
+                # whole buffer, every index a tensor, it writes in place (tests/test_model.py)
+                cache[torch.meshgrid(*(torch.arange(n, device=k.device) for n in (L, B, K, P)), indexing="ij")] = prefix
+            else:
+                cache[:, :, :, :P] = prefix
 
     def commit(self, n: int):
         self.length += n

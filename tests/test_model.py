@@ -259,6 +259,30 @@ def test_write_prefix_sets_the_first_columns_of_the_chosen_rows_in_place():
     assert f"empty_strided_cpu(({c.n_layer}, 3, {c.n_kv_head}, 8, {c.head_dim})" not in "".join(code)
 
 
+def test_write_prefix_then_update_compile_in_place():
+    """The AR slots' pass: write_prefix, then each layer's update at each row's column. Compiled together, the
+    cache is still written in its own memory (a slice assignment there made torch.compile copy the whole cache in
+    and out of a buffer of its shape every pass), and the values are the eager ones."""
+    from torch._inductor.utils import run_and_get_code
+    model = tiny_model().eval()
+    c = model.config
+    eager, compiled = (KVCache.for_model(model, batch_size=3, max_len=8) for _ in range(2))
+    k, v = (torch.randn(c.n_layer, 3, c.n_kv_head, 5, c.head_dim) for _ in range(2))  # (L, B, K, P, D)
+    new_k, new_v = (torch.randn(3, c.n_kv_head, 1, c.head_dim) for _ in range(2))  # (B, K, 1, D)
+    rows, write_at = torch.tensor([True, False, True]), torch.tensor([[5], [2], [6]])
+
+    def one_pass(cache):
+        cache.write_prefix(rows, k, v)
+        for layer in range(c.n_layer):
+            cache.update(layer, new_k, new_v, write_at=write_at)
+    one_pass(eager)
+    torch._dynamo.reset()
+    _, code = run_and_get_code(torch.compile(lambda: one_pass(compiled), fullgraph=True))
+    assert torch.equal(compiled.k, eager.k) and torch.equal(compiled.v, eager.v)
+    assert torch.equal(eager.k[:, 0, :, :5], k[:, 0]) and (eager.k[:, 1, :, 2] == new_k[1, :, 0]).all()
+    assert f"empty_strided_cpu(({c.n_layer}, 3, {c.n_kv_head}, 8, {c.head_dim})" not in "".join(code)
+
+
 def test_uncommitted_cache_entries_are_scratch():
     model = tiny_model().eval()
     idx = torch.randint(0, 50257, (1, 8))
