@@ -77,6 +77,7 @@ def _worker(rank, port, out_dir):
     if rank == 0:
         save_file(weights, f"{out_dir}/fsdp.safetensors")
         torch.save(optimizer_state, f"{out_dir}/fsdp_optimizer.pt")
+    dist.barrier()  # as train.py: rank 0 writes its files after the last collective; tear down together
     dist.destroy_process_group()
 
 
