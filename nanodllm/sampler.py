@@ -806,8 +806,8 @@ def _decode_ar_slots(model, prompts, max_new_tokens: int, *, slots: int, cuda_gr
         """One token of every row, the state updated in place -> whether anything is left (0-dim bool)."""
         take = _fill_free_rows(x, first_new, holds, live, taken, queue, queue_first_new)
         # a new row's prompt, from the prefill. Every pass copies all R rows' prefixes (no branch on `take`): at
-        # the gpt2 preset and prompts of 24 tokens, compiled, 3 us of a 1 ms pass on an H200 at batch 1, 8 us at
-        # batch 16 (scripts/bench_kv_write.py)
+        # the gpt2 preset and prompts of 24 tokens, compiled and timed alone, 3 us of a 1 ms pass on an H200 at
+        # batch 1, 8 us at batch 16 (scripts/bench_kv_write.py, in its slice-assignment form before 6749b3c)
         kv.write_prefix(take, prompt_k[:, holds], prompt_v[:, holds])
         at.copy_(torch.where(take, first_new - 1, at))  # it feeds its prompt's last token: the first new one next
         row_passes += live.sum()

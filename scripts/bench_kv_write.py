@@ -62,7 +62,6 @@ def main():
               f"scatter_ {per_row:6.1f} us, index_put_ {per_row_put:6.1f} us per pass")
 
 
-
 def prefix_copy():
     """The AR slots' per-pass prompt copy, as _decode_ar_slots does it: TinyStories' 200 prompts of at most 24
     tokens, a cache of 24 + 1024 columns (bench_sampler's max_new_tokens)."""
