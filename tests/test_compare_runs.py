@@ -1,0 +1,71 @@
+"""scripts/compare_runs.py: runs of bench_sampler side by side, perplexities paired with a reference run's rows."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
+spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
+compare_runs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_runs)
+
+ARGS = dict(data_dir="data/tinystories", prompt_file=None, split="val", n_prompts=3)
+
+
+def row(sampler, tokens_per_s, nll, tokens, threshold=0.9, seconds=2.0, nfe=1000):
+    return dict(sampler=sampler, label=sampler, batch_size=1, threshold=threshold, tokens_per_s=tokens_per_s,
+                nfe_per_token=0.5, seconds=seconds, nfe=nfe, judge_ppl=math.exp(sum(nll) / sum(tokens)),
+                judge_nll_per_prompt=nll, judge_tokens_per_prompt=tokens, termination_rate=1.0, repetition=0.1,
+                mean_length=100.0, s_per_prompt=0.05)
+
+
+def write(tmp_path, name, rows, **args):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(dict(args={**ARGS, **args}, results=rows)))
+    return f"{name}={path}"
+
+
+def test_rows_paired_with_the_reference_and_compared_with_the_ar_row_of_another_run(tmp_path, capsys):
+    first = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [10.0, 20.0, 30.0], [5, 10, 15]),
+                                   row("ar_slots_compiled_graphs", 500.0, [5.0, 5.0, 5.0], [5, 5, 5], None)])
+    second = write(tmp_path, "r2", [row("block_slots_compiled_graphs", 2500.0, [12.0, 24.0, 36.0], [5, 10, 15])])
+    compare_runs.main(["--reference=r1", first, second])
+    lines = capsys.readouterr().out.splitlines()
+    r1, ar, r2 = lines[2:]
+    assert "| r1 |" in r1 and "| 2.00x |" in r1 and "| - | 100% |" in r1  # the reference is not paired with itself
+    assert "| r1 | ar_slots_compiled_graphs |" in ar and "| 1.00x |" in ar
+    # every story's NLL is 1.2 times the reference's: the perplexity ratio is exp(2.4 - 2.0) whatever is drawn
+    ratio = f"{math.exp(0.4):.2f}"
+    assert f"| {ratio}x [{ratio}, {ratio}] |" in r2 and "| 5.00x |" in r2 and "| 2.000 |" in r2  # ms per pass
+
+
+def test_no_reference_row_at_the_threshold_gives_a_dash(tmp_path, capsys):
+    only = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1], threshold=0.8)])
+    compare_runs.main(["--reference=r1", "--reference_threshold=0.9", only])
+    assert capsys.readouterr().out.splitlines()[2].count("| - |") == 2  # no pair, no AR row
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "cannot read the bench_sampler JSON"),
+    ("not_json", "cannot read the bench_sampler JSON"),
+    ("no_results", "has no bench_sampler results"),
+    ("other_prompts", "the runs drew different prompts"),
+    ("bad_spec", "expected NAME=PATH"),
+    ("unknown_reference", "--reference=nope is none of the runs"),
+])
+def test_bad_input_is_an_error_line(tmp_path, capsys, case, message):
+    good = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1])])
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "empty.json").write_text("{}")
+    specs = dict(missing=[good, f"r2={tmp_path / 'absent.json'}"], not_json=[good, f"r2={tmp_path / 'bad.json'}"],
+                 no_results=[good, f"r2={tmp_path / 'empty.json'}"],
+                 other_prompts=[good, write(tmp_path, "r2", [], n_prompts=50)], bad_spec=[good, "r2"],
+                 unknown_reference=[good])[case]
+    reference = "nope" if case == "unknown_reference" else "r1"
+    with pytest.raises(SystemExit) as exit_:
+        compare_runs.main([f"--reference={reference}", *specs])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
