@@ -92,8 +92,10 @@
 #              student without them 96-103 s at two thresholds, 79-95 s at 0.9 alone (docs/speed.md, "Rounds held
 #              to round 1's text quality"). At 9f51928 (the GPU tests beside it): the study 239 s, a round-1
 #              student done at 394 s, round 2 (one student) 115 s; a round of four students 180 s; SLOTS_PROMPTS=200
-#              at 0.9 with SLOTS_AR=ar_slots_compiled_graphs 178 s, a student without them 73-78 s. DEADLINE counts
-#              from each run of this script
+#              at 0.9 with SLOTS_AR=ar_slots_compiled_graphs 178 s, a student without them 73-78 s. At 5e3be9e with
+#              DISTILL_DOCS=8192 (the GPU tests beside the study): the study 273 s, each distillation 129-152 s, a
+#              student 37-85 s; SLOTS_PROMPTS=200 at 0.9 with the AR row 159 s, a student without it 43-68 s.
+#              DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
 #              sampler's row (its table then has no vanilla row); at 6e7ae2b with the compiled slots and the
