@@ -2,7 +2,7 @@
 
 bench_sampler pairs a lower threshold with the first one inside a run ("vs first threshold"). The rounds of
 self-distillation are benched one student per run, each alone on the GPU, and the AR model's rows only in the first
-run. This puts the runs side by side: each block row's judge perplexity over the reference run's block row at the
+run. This puts the runs side by side: each diffusion row's judge perplexity over the reference run's block row at the
 same batch size and --reference_threshold, on the same stories (a paired bootstrap over them,
 stats.perplexity_ratio_with_interval), and its tokens/s over the AR row bench_sampler compares it with
 (bench_sampler.ar_baseline), whichever run timed that row.
@@ -21,6 +21,8 @@ from bench_sampler import ar_baseline  # noqa: E402
 from nanodllm.stats import perplexity_ratio_with_interval  # noqa: E402
 
 SAME_PROMPTS = ("data_dir", "prompt_file", "split", "n_prompts")  # bench_sampler's args that pick the prompts
+ROW_KEYS = ("sampler", "label", "batch_size", "threshold", "tokens_per_s", "nfe_per_token", "seconds", "nfe",
+            "termination_rate", "repetition", "mean_length", "s_per_prompt")  # what a row of the table reads
 
 
 def fail(message: str):
@@ -66,16 +68,19 @@ def table(runs: dict, reference: str, reference_threshold: float) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, run in runs.items():
         for r in run["results"]:
-            block = not r["sampler"].startswith("ar")
-            ref = next((b for b in runs[reference]["results"] if not b["sampler"].startswith("ar")
+            if not all(key in r for key in ROW_KEYS):
+                fail(f"run {name}: a row without {', '.join(k for k in ROW_KEYS if k not in r)} (an older "
+                     f"bench_sampler's JSON?)")
+            autoregressive = r["sampler"].startswith("ar")
+            ref = next((b for b in runs[reference]["results"] if b["sampler"].startswith("block")
                         and b["batch_size"] == r["batch_size"] and b["threshold"] == reference_threshold), None)
             ar = ar_baseline(r["sampler"], [b for b in every_row if b["batch_size"] == r["batch_size"]])
             judge = f"{r['judge_ppl']:.2f}" if r.get("judge_ppl") is not None else "-"
             vs_ar = f"{r['tokens_per_s'] / ar['tokens_per_s']:.2f}x" if ar else "-"
             lines.append(
-                f"| {name} | {r['label']} | {r['batch_size']} | {r['threshold'] if block else '-'} | "
+                f"| {name} | {r['label']} | {r['batch_size']} | {'-' if autoregressive else r['threshold']} | "
                 f"{r['tokens_per_s']:,.0f} | {1 / r['nfe_per_token']:.2f} | {1000 * r['seconds'] / r['nfe']:.3f} | "
-                f"{judge} | {paired_ppl(r, ref) if block else '-'} | {r['termination_rate']:.0%} | "
+                f"{judge} | {'-' if autoregressive else paired_ppl(r, ref)} | {r['termination_rate']:.0%} | "
                 f"{r['repetition']:.2f} | {r['mean_length']:.1f} | {r['s_per_prompt']:.4f} | {vs_ar} |")
     return "\n".join(lines)
 

@@ -55,6 +55,7 @@ def test_no_reference_row_at_the_threshold_gives_a_dash(tmp_path, capsys):
     ("other_prompts", "the runs drew different prompts"),
     ("bad_spec", "expected NAME=PATH"),
     ("unknown_reference", "--reference=nope is none of the runs"),
+    ("old_row", "run r3: a row without repetition"),
 ])
 def test_bad_input_is_an_error_line(tmp_path, capsys, case, message):
     good = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1])])
@@ -63,7 +64,8 @@ def test_bad_input_is_an_error_line(tmp_path, capsys, case, message):
     specs = dict(missing=[good, f"r2={tmp_path / 'absent.json'}"], not_json=[good, f"r2={tmp_path / 'bad.json'}"],
                  no_results=[good, f"r2={tmp_path / 'empty.json'}"],
                  other_prompts=[good, write(tmp_path, "r2", [], n_prompts=50)], bad_spec=[good, "r2"],
-                 unknown_reference=[good])[case]
+                 unknown_reference=[good], old_row=[good, write(tmp_path, "r3", [{
+                     k: v for k, v in row("block_graphs", 1.0, [1.0], [1]).items() if k != "repetition"}])])[case]
     reference = "nope" if case == "unknown_reference" else "r1"
     with pytest.raises(SystemExit) as exit_:
         compare_runs.main([f"--reference={reference}", *specs])
