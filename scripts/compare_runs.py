@@ -17,17 +17,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench_sampler and nanodllm
-from bench_sampler import ar_baseline  # noqa: E402
+from bench_sampler import ar_baseline, fail  # noqa: E402
 from nanodllm.stats import perplexity_ratio_with_interval  # noqa: E402
 
 SAME_PROMPTS = ("data_dir", "prompt_file", "split", "n_prompts")  # bench_sampler's args that pick the prompts
 ROW_KEYS = ("sampler", "label", "batch_size", "threshold", "tokens_per_s", "nfe_per_token", "seconds", "nfe",
             "termination_rate", "repetition", "mean_length", "s_per_prompt")  # what a row of the table reads
-
-
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(1)
 
 
 def load_runs(specs) -> dict:

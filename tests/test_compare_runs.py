@@ -57,7 +57,7 @@ def test_no_reference_row_at_the_threshold_gives_a_dash(tmp_path, capsys):
     ("unknown_reference", "--reference=nope is none of the runs"),
     ("old_row", "run r3: a row without repetition"),
 ])
-def test_bad_input_is_an_error_line(tmp_path, capsys, case, message):
+def test_bad_input_is_an_error_line_and_exit_code_2(tmp_path, capsys, case, message):
     good = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1])])
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "empty.json").write_text("{}")
@@ -70,4 +70,4 @@ def test_bad_input_is_an_error_line(tmp_path, capsys, case, message):
     with pytest.raises(SystemExit) as exit_:
         compare_runs.main([f"--reference={reference}", *specs])
     err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+    assert exit_.value.code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
