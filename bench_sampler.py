@@ -425,9 +425,9 @@ def main(argv=None):
     if continuous and diffusion.config.attention != "block_causal":
         fail(f"{continuous[0]} decodes rows at their own blocks with an exact KV cache, which needs a block_causal "
              f"model; {args.init_from} is {diffusion.config.attention}")
-    ar = None  # the autoregressive baseline, also the judge of every sampler's text
+    ar, ar_info = None, {}  # the autoregressive baseline, also the judge of every sampler's text
     if args.ar_init_from:
-        ar, _ = load(args.ar_init_from, device, needed, dtype, args.autocast_weights)
+        ar, ar_info = load(args.ar_init_from, device, needed, dtype, args.autocast_weights)
         if ar.config.attention != "causal":
             fail(f"--ar_init_from {args.ar_init_from} is a {ar.config.attention} model; pass the autoregressive "
                  f"(causal, recipe ar) checkpoint")
@@ -439,8 +439,10 @@ def main(argv=None):
     print(f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.1f} tokens), {device_name}, {dtype}")
 
     head = dict(device=device_name, dtype=dtype, torch=torch.__version__, args=vars(args),
-                checkpoint=dict(path=args.init_from, step=info.get("step")), ar_checkpoint=args.ar_init_from,
-                n_prompts=len(prompts))
+                # by id too: two trainings at one path (a fresh machine's) are two models, judges among them
+                checkpoint=dict(path=args.init_from, step=info.get("step"), id=info.get("id")),
+                ar_checkpoint=dict(path=args.ar_init_from, step=ar_info.get("step"), id=ar_info.get("id")) if ar
+                else None, n_prompts=len(prompts))
     rows = []
     for batch_size in args.batch_sizes:
         for name in args.samplers:

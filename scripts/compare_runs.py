@@ -5,7 +5,8 @@ self-distillation are benched one student per run, each alone on the GPU, and th
 run. This puts the runs side by side: each diffusion row's judge perplexity over the reference run's block row at the
 same batch size and --reference_threshold, on the same stories (a paired bootstrap over them,
 stats.perplexity_ratio_with_interval), and its tokens/s over the AR row bench_sampler compares it with
-(bench_sampler.ar_baseline), whichever run timed that row.
+(bench_sampler.ar_baseline), whichever run timed that row. The runs must share their prompts and their judge (the
+AR checkpoint, by id): a study retrained on a fresh machine has a judge of its own at the same path.
 
     python scripts/compare_runs.py --reference=mix2 mix2=OUT/slots_tinystories-mix2.json \
         b3=OUT/slots_tinystories-b3.json b4=OUT/slots_tinystories-b4.json
@@ -44,7 +45,18 @@ def load_runs(specs) -> dict:
     picks = {name: tuple(run.get("args", {}).get(k) for k in SAME_PROMPTS) for name, run in runs.items()}
     if len(set(picks.values())) > 1:
         fail("the runs drew different prompts (" + "; ".join(f"{n}: {p}" for n, p in picks.items()) + ")")
+    judges = {name: judge_id(run) for name, run in runs.items()}
+    if len(set(judges.values()) - {None}) > 1:
+        fail("the runs were judged by different AR models, so their perplexities are not on one scale ("
+             + "; ".join(f"{n}: {j or 'unknown'}" for n, j in judges.items()) + ")")
     return runs
+
+
+def judge_id(run) -> str | None:
+    """The id of the AR checkpoint that judged (and timed) the run; None where the JSON does not say (none, or a
+    bench_sampler from before ids were recorded: a path alone does not tell two trainings apart)."""
+    ar = run.get("ar_checkpoint")
+    return ar.get("id") if isinstance(ar, dict) else None
 
 
 def paired_ppl(row, ref) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench_sampler
-from nanodllm.checkpoint import save_checkpoint
+from nanodllm.checkpoint import read_config, save_checkpoint
 from nanodllm.config import TrainConfig, config_to_dict
 from nanodllm.sampler_stats import GenerationStats
 from nanodllm.training import build_model
@@ -53,6 +53,9 @@ def test_every_sampler_and_the_speedups(checkpoints, tiny_data, tmp_path):
         assert rows_per_pass == 1 if row["batch_size"] == 1 else 1 <= rows_per_pass <= 2
     for row in r["results"]:  # quality, judged by the AR checkpoint
         assert row["judge_ppl"] > 1 and 0 <= row["repetition"] <= 1
+    # both checkpoints by id as well as path: scripts/compare_runs.py tells two judges at one path apart by it
+    assert r["checkpoint"]["id"] == read_config(checkpoints / "dllm_var")["id"]
+    assert r["ar_checkpoint"]["id"] == read_config(checkpoints / "ar")["id"] != r["checkpoint"]["id"]
 
 
 def test_a_threshold_sweep_runs_the_block_samplers_at_each(checkpoints, tiny_data, tmp_path):

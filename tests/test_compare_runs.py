@@ -22,9 +22,11 @@ def row(sampler, tokens_per_s, nll, tokens, threshold=0.9, seconds=2.0, nfe=1000
                 mean_length=100.0, s_per_prompt=0.05)
 
 
-def write(tmp_path, name, rows, **args):
+def write(tmp_path, name, rows, judge="judge-a", **args):
+    """A bench_sampler JSON judged by the AR checkpoint of id `judge` (None: an older JSON, the judge a path)."""
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(dict(args={**ARGS, **args}, results=rows)))
+    ar_checkpoint = dict(path="runs/ar-s0", step=1, id=judge) if judge else "runs/ar-s0"
+    path.write_text(json.dumps(dict(args={**ARGS, **args}, ar_checkpoint=ar_checkpoint, results=rows)))
     return f"{name}={path}"
 
 
@@ -42,6 +44,14 @@ def test_rows_paired_with_the_reference_and_compared_with_the_ar_row_of_another_
     assert f"| {ratio}x [{ratio}, {ratio}] |" in r2 and "| 5.00x |" in r2 and "| 2.000 |" in r2  # ms per pass
 
 
+def test_a_run_whose_judge_is_not_recorded_is_paired(tmp_path, capsys):
+    first = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0, 2.0], [1, 2])])
+    older = write(tmp_path, "r2", [row("block_slots_compiled_graphs", 1000.0, [2.0, 4.0], [1, 2])], judge=None)
+    compare_runs.main(["--reference=r1", first, older])
+    ratio = f"{math.exp(1.0):.2f}"
+    assert f"| {ratio}x [{ratio}, {ratio}] |" in capsys.readouterr().out.splitlines()[3]
+
+
 def test_no_reference_row_at_the_threshold_gives_a_dash(tmp_path, capsys):
     only = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1], threshold=0.8)])
     compare_runs.main(["--reference=r1", "--reference_threshold=0.9", only])
@@ -56,6 +66,7 @@ def test_no_reference_row_at_the_threshold_gives_a_dash(tmp_path, capsys):
     ("bad_spec", "expected NAME=PATH"),
     ("unknown_reference", "--reference=nope is none of the runs"),
     ("old_row", "run r3: a row without repetition"),
+    ("other_judge", "the runs were judged by different AR models"),
 ])
 def test_bad_input_is_an_error_line_and_exit_code_2(tmp_path, capsys, case, message):
     good = write(tmp_path, "r1", [row("block_slots_compiled_graphs", 1000.0, [1.0], [1])])
@@ -65,7 +76,8 @@ def test_bad_input_is_an_error_line_and_exit_code_2(tmp_path, capsys, case, mess
                  no_results=[good, f"r2={tmp_path / 'empty.json'}"],
                  other_prompts=[good, write(tmp_path, "r2", [], n_prompts=50)], bad_spec=[good, "r2"],
                  unknown_reference=[good], old_row=[good, write(tmp_path, "r3", [{
-                     k: v for k, v in row("block_graphs", 1.0, [1.0], [1]).items() if k != "repetition"}])])[case]
+                     k: v for k, v in row("block_graphs", 1.0, [1.0], [1]).items() if k != "repetition"}])],
+                 other_judge=[good, write(tmp_path, "r4", [], judge="judge-b")])[case]
     reference = "nope" if case == "unknown_reference" else "r1"
     with pytest.raises(SystemExit) as exit_:
         compare_runs.main([f"--reference={reference}", *specs])
