@@ -95,6 +95,8 @@
 #              at 0.9 with SLOTS_AR=ar_slots_compiled_graphs 178 s, a student without them 73-78 s. At 5e3be9e with
 #              DISTILL_DOCS=8192 (the GPU tests beside the study): the study 273 s, each distillation 129-152 s, a
 #              student 37-85 s; SLOTS_PROMPTS=200 at 0.9 with the AR row 159 s, a student without it 43-68 s.
+#              At 78430a6, the same with a study of seed 1 (STUDY_FLAGS below): the study 210 s, each
+#              distillation 136-153 s, a student 35-70 s, a student's bench at 0.9 without the AR row 62 s.
 #              DEADLINE counts from each run of this script
 #   ts-slots   ls-slots on TinyStories: the 200 validation stories' first sentences, the same samplers. On one
 #              H200 at 26bb19c with --profile: 219 s of training, and at 575 s the deadline cut the vanilla
@@ -108,6 +110,8 @@
 #   study-NAME.log, bench_DATASET*.json (written row by row), bench_DATASET*.log
 #   timings.txt     the wall seconds at the end of each stage
 # Checkpoints go to $STUDIES (default /root/ck): outside the copied tree, they last as long as the machine.
+# STUDY_FLAGS: study.py's flags for every study stage, e.g. "--base_flags=--seed=1 --finetune_flags=--seed=1" for a
+# study model of another seed (its runs keep their -s0 names; give every call of a lease the same flags).
 # Run from the repo root with PYTHONPATH set to it, e.g. in a device call:
 #   scripts/gpu_decode.sh ts-study /root/ck/out; tar czf $OUT/out.tar.gz -C /root/ck out
 # A CPU rehearsal of the plumbing with tiny models (flags given later override earlier ones; ts-distill also needs
