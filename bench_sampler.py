@@ -439,7 +439,8 @@ def main(argv=None):
     print(f"{len(prompts)} prompts (mean {sum(map(len, prompts)) / len(prompts):.1f} tokens), {device_name}, {dtype}")
 
     head = dict(device=device_name, dtype=dtype, torch=torch.__version__, args=vars(args),
-                # by id too: two trainings at one path (a fresh machine's) are two models, judges among them
+                # by id as well as path: a study retrained on a fresh machine has other models, its judge among
+                # them, at the same paths
                 checkpoint=dict(path=args.init_from, step=info.get("step"), id=info.get("id")),
                 ar_checkpoint=dict(path=args.ar_init_from, step=ar_info.get("step"), id=ar_info.get("id")) if ar
                 else None, n_prompts=len(prompts))
