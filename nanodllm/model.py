@@ -209,9 +209,9 @@ class KVCache(nn.Module):
         for cache, new in ((self.k, k), (self.v, v)):
             prefix = torch.where(keep, cache[:, :, :, :P], new)  # (L, B, K, P, D)
             if torch.compiler.is_compiling():  # as in update: in a pass that also writes the cache by index_put_,
-                # torch.compile turns a slice assignment into a copy of the whole cache in and out (the likely
-                # cause of the AR slots' pass costing 30 us more on an H200; docs/speed.md); index_put_ on the
-                # whole buffer, every index a tensor, it writes in place (tests/test_model.py)
+                # torch.compile turns a slice assignment into a copy of the whole cache in and out; index_put_ on
+                # the whole buffer, every index a tensor, it writes in place (tests/test_model.py): 14 us less of
+                # the AR slots' 0.86 ms pass on an H200 (scripts/ar_prefill_ab.py, docs/speed.md)
                 cache[torch.meshgrid(*(torch.arange(n, device=k.device) for n in (L, B, K, P)), indexing="ij")] = prefix
             else:
                 cache[:, :, :, :P] = prefix
